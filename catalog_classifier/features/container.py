@@ -1,0 +1,20 @@
+"""The row-aligned inputs base models see: normalised texts and image embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ItemInputs:
+    texts: np.ndarray  # object array of normalised title+description strings
+    titles: np.ndarray  # object array of normalised titles
+    embeddings: np.ndarray | None = None  # float32 [n, d]; NaN rows = no usable image
+
+    def take(self, idx: np.ndarray) -> "ItemInputs":
+        return ItemInputs(self.texts[idx], self.titles[idx],
+                          None if self.embeddings is None else self.embeddings[idx])
+
+    def __len__(self) -> int:
+        return len(self.texts)

@@ -1,0 +1,224 @@
+"""Image embeddings for a list of image references, cached on disk by image content.
+
+The cache key is sha256(image bytes) + backbone identity (see backbone.backbone_key),
+so a renamed or re-crawled but unchanged image never runs through the CNN twice, and a
+changed backbone/preprocessing never serves stale vectors.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from catalog_classifier.config import CatalogConfig, ImageConfig
+from catalog_classifier.features.backbone import (
+    EMBED_DIM, backbone_key, build_transform, embed_forward, load_backbone,
+)
+from catalog_classifier.features.images import CORRUPT, decode_image, read_image_bytes
+
+embedding_dim = EMBED_DIM
+_SQL_CHUNK = 500  # stay well under SQLite's bound-parameter limit
+
+
+class EmbeddingCache:
+    """SQLite table (backbone, sha256) -> float32 vector blob.
+
+    WAL mode: readers never block and are never blocked by a writer, several processes
+    may share one cache directory, and a crash mid-write loses at most the open
+    transaction. Needs a local filesystem (WAL does not work over NFS).
+    """
+
+    def __init__(self, cache_dir: str, backbone_name: str, dim: int = EMBED_DIM):
+        self.path = os.path.join(cache_dir, "embeddings.sqlite")
+        self.backbone = backbone_name
+        self.dim = dim
+        os.makedirs(cache_dir, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():  # never reuse a connection across fork
+            conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (backbone TEXT NOT NULL, sha256 TEXT NOT NULL,"
+                " vec BLOB NOT NULL, PRIMARY KEY (backbone, sha256)) WITHOUT ROWID"
+            )
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def get_many(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
+        keys = list(dict.fromkeys(digests))
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            conn = self._connection()
+            for s in range(0, len(keys), _SQL_CHUNK):
+                part = keys[s:s + _SQL_CHUNK]
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(
+                    f"SELECT sha256, vec FROM embeddings WHERE backbone = ? AND sha256 IN ({marks})",
+                    [self.backbone, *part],
+                )
+                for digest, blob in rows:
+                    if len(blob) == 4 * self.dim:  # anything else is damage: treat as a miss
+                        found[digest] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        if not items:
+            return
+        rows = [(self.backbone, d, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for d, v in items.items()]
+        with self._lock:
+            conn = self._connection()
+            with conn:  # one transaction
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._connection().execute(
+                "SELECT COUNT(*) FROM embeddings WHERE backbone = ?", [self.backbone]).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: np.ndarray  # float32 [n, 1280]; NaN rows where ok is False
+    ok: np.ndarray  # bool [n]
+    reasons: list[str | None]  # why a row has no vector; None where ok
+    digests: list[str | None]  # sha256 of the image bytes (None when unreadable)
+    n_computed: int  # distinct images run through the CNN in this call
+    n_cached: int  # distinct images served from the on-disk cache
+    n_reused: int  # rows whose bytes repeat an earlier row of this call
+
+
+class ImageEmbedder:
+    """Embeds image references with the backbone, caching by image content.
+
+    The CNN is loaded on first need only: a fully cached catalog never loads it. An
+    already loaded backbone (from load_backbone with the same cfg) may be passed in.
+    """
+
+    embedding_dim = EMBED_DIM
+
+    def __init__(
+        self,
+        cfg: ImageConfig,
+        image_root: str | None = None,
+        max_bytes: int = CatalogConfig.max_image_bytes,
+        max_pixels: int = CatalogConfig.max_image_pixels,
+        workers: int | None = None,
+        model: torch.nn.Module | None = None,
+    ):
+        self.cfg = cfg
+        self.image_root = image_root
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.key = backbone_key(cfg)
+        self.cache = EmbeddingCache(cfg.cache_dir, self.key) if cfg.cache_dir else None
+        self._transform = build_transform(cfg.image_size)
+        self._model = model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = load_backbone(self.cfg)
+        return self._model
+
+    def _read(self, ref):
+        return read_image_bytes(ref, self.image_root, self.max_bytes)
+
+    def _decode(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
+        img, reason = decode_image(data, self.max_pixels, draft_size=self.cfg.image_size)
+        if img is None:
+            return None, reason
+        try:
+            return self._transform(img), None
+        except Exception:  # a decodable but unusable image must not sink the whole batch
+            return None, CORRUPT
+
+    def embed(self, refs: list[str | None], progress: bool = False) -> EmbeddingResult:
+        n = len(refs)
+        res = EmbeddingResult(
+            vectors=np.full((n, EMBED_DIM), np.nan, dtype=np.float32), ok=np.zeros(n, dtype=bool),
+            reasons=[None] * n, digests=[None] * n, n_computed=0, n_cached=0, n_reused=0,
+        )
+        run = _Run()
+        chunk = max(4 * self.cfg.batch_size, 64)  # bounds the bytes/tensors held in memory
+        with ThreadPoolExecutor(self.workers) as pool, tqdm(
+            total=n, disable=not progress, unit="img", desc="image embeddings"
+        ) as bar:
+            for start in range(0, n, chunk):
+                rows = range(start, min(n, start + chunk))
+                self._embed_chunk(refs, rows, pool, res, run)
+                bar.update(len(rows))
+        return res
+
+    def _embed_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> None:
+        pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
+        repeats: list[int] = []
+        for i, (data, reason) in zip(rows, pool.map(self._read, [refs[i] for i in rows])):
+            if data is None:
+                res.reasons[i] = reason
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            res.digests[i] = digest
+            if digest in run.done or digest in run.failed or digest in pending:
+                repeats.append(i)
+            else:
+                pending[digest] = (i, data)
+
+        hits = self.cache.get_many(pending) if self.cache is not None and pending else {}
+        for digest, vec in hits.items():
+            i, _ = pending.pop(digest)
+            res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
+            res.n_cached += 1
+
+        todo: list[tuple[int, str, torch.Tensor]] = []
+        decoded = pool.map(self._decode, [data for _, data in pending.values()])
+        for (digest, (i, _)), (x, reason) in zip(pending.items(), decoded):
+            if x is None:
+                res.reasons[i] = run.failed[digest] = reason
+            else:
+                todo.append((i, digest, x))
+        bs = self.cfg.batch_size
+        for b in range(0, len(todo), bs):
+            part = todo[b:b + bs]
+            feats = embed_forward(self.model, torch.stack([x for _, _, x in part])).numpy()
+            for (i, digest, _), vec in zip(part, feats):
+                res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
+            res.n_computed += len(part)
+        if self.cache is not None and todo:
+            self.cache.put_many({d: res.vectors[i] for i, d, _ in todo})
+
+        for i in repeats:
+            digest = res.digests[i]
+            if digest in run.done:
+                res.vectors[i], res.ok[i] = res.vectors[run.done[digest]], True
+                res.n_reused += 1
+            else:
+                res.reasons[i] = run.failed[digest]
+
+
+@dataclass
+class _Run:
+    """Per-call bookkeeping so identical bytes are decoded and embedded once per call."""
+
+    done: dict[str, int] = field(default_factory=dict)  # digest -> row holding its vector
+    failed: dict[str, str] = field(default_factory=dict)  # digest -> decode failure reason

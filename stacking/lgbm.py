@@ -1,0 +1,71 @@
+"""LightGBM multiclass meta-classifier with early stopping and class weights."""
+from __future__ import annotations
+
+import os
+
+import lightgbm as lgb
+import numpy as np
+import scipy.sparse as sp
+
+
+def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = len(y) / (n_classes * np.maximum(counts, 1))
+    return w[y]
+
+
+def lgbm_params(n_classes: int, learning_rate: float, num_leaves: int, min_data_in_leaf: int,
+                seed: int) -> dict:
+    return {
+        "objective": "multiclass",
+        "num_class": n_classes,
+        "learning_rate": learning_rate,
+        "num_leaves": num_leaves,
+        "min_data_in_leaf": min_data_in_leaf,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        # brand/domain are high-cardinality: LightGBM's advice is regularised categorical splits
+        "cat_smooth": 10.0,
+        "min_data_per_group": 20,
+        "max_cat_to_onehot": 8,
+        "max_bin": 63,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": int(os.environ.get("CATALOG_CLASSIFIER_THREADS", os.cpu_count() or 1)),
+        "verbose": -1,
+    }
+
+
+def _dataset(X, y, weight, names, cats, reference=None):
+    return lgb.Dataset(
+        X, label=y, weight=weight, feature_name=[f"f{i}_{_safe(n)}" for i, n in enumerate(names)],
+        categorical_feature=cats, free_raw_data=False, reference=reference,
+    )
+
+
+def _safe(name: str) -> str:
+    # LightGBM refuses some characters in feature names (JSON specials)
+    return "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "_-." else "_" for ch in name)[:40]
+
+
+def train_meta(
+    X: sp.csr_matrix, y: np.ndarray, names: list[str], cats: list[int], params: dict,
+    num_boost_round: int, weight: np.ndarray | None = None,
+    X_valid: sp.csr_matrix | None = None, y_valid: np.ndarray | None = None,
+    w_valid: np.ndarray | None = None, early_stopping_rounds: int = 30,
+) -> lgb.Booster:
+    train = _dataset(X, y, weight, names, cats)
+    if X_valid is None:
+        return lgb.train(params, train, num_boost_round=num_boost_round)
+    valid = _dataset(X_valid, y_valid, w_valid, names, cats, reference=train)
+    return lgb.train(
+        params, train, num_boost_round=num_boost_round, valid_sets=[valid],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
+
+
+def raw_scores(booster: lgb.Booster, X: sp.csr_matrix, num_iteration: int | None = None) -> np.ndarray:
+    return np.asarray(booster.predict(X, raw_score=True, num_iteration=num_iteration))

@@ -1,0 +1,171 @@
+"""The generic stacked classifier: out-of-fold base predictions -> LightGBM meta ->
+temperature scaling -> per-class thresholds. Knows nothing about catalogs.
+
+Base estimators follow a small protocol: ``fit(X, y, n_classes=...)``,
+``predict_proba(X) -> [n, C]`` (NaN rows allowed), ``save(dir)`` and a classmethod
+``load(dir)``. They are created by zero-argument factories so every fold gets a fresh one.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import lightgbm as lgb
+import numpy as np
+
+from .calibration import apply_temperature, fit_temperature
+from .folds import fold_indices, make_folds
+from .lgbm import balanced_weights, lgbm_params, raw_scores, train_meta
+from .meta_features import Passthrough, build_meta_matrix
+from .oof import out_of_fold_proba
+from .subset import take
+from .thresholds import select_thresholds
+
+# Only classes from these packages may be re-created from a saved stack.
+TRUSTED_PREFIXES = ("catalog_classifier.", "stacking.", "tests.")
+
+
+@dataclass
+class StackParams:
+    n_folds: int = 5
+    seed: int = 0
+    max_classes_full: int = 40
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 10
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 30
+    class_weight: str | None = "balanced"
+    target_precision: float = 0.95
+    min_support: int = 10
+    precision_confidence: float = 0.0
+
+
+class StackedClassifier:
+    def __init__(self, base_factories: dict[str, Callable[[], Any]], params: StackParams | None = None,
+                 progress: Callable[[str], None] | None = None):
+        self.base_factories = base_factories
+        self.params = params or StackParams()
+        self.progress = progress or (lambda msg: None)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y: np.ndarray, n_classes: int, groups: np.ndarray | None = None,
+            passthrough: Passthrough | None = None, fold: np.ndarray | None = None) -> "StackedClassifier":
+        p = self.params
+        y = np.asarray(y, dtype=np.int64)
+        self.n_classes_ = n_classes
+        self.fold_ = make_folds(y, p.n_folds, p.seed, groups) if fold is None else np.asarray(fold)
+        k_folds = len(np.unique(self.fold_))
+        # 1. out-of-fold base predictions, then each base refit on all rows
+        self.base_oof_: dict[str, np.ndarray] = {}
+        self.base_models_: dict[str, Any] = {}
+        for name, factory in self.base_factories.items():
+            self.progress(f"{name}: out-of-fold ({k_folds} folds)")
+            self.base_oof_[name] = out_of_fold_proba(
+                factory, X, y, self.fold_, n_classes,
+                on_fold=lambda k, name=name: self.progress(f"{name}: fold {k + 1}/{k_folds} done"))
+            self.progress(f"{name}: refit on all {len(y)} rows")
+            model = factory()
+            model.fit(X, y, n_classes=n_classes)
+            self.base_models_[name] = model
+        # 2. meta features built only from out-of-fold probabilities
+        F, self.feature_names_, self.categorical_ = build_meta_matrix(
+            self.base_oof_, passthrough, p.max_classes_full)
+        w = balanced_weights(y, n_classes) if p.class_weight == "balanced" else None
+        self.lgb_params_ = lgbm_params(n_classes, p.learning_rate, p.num_leaves, p.min_data_in_leaf, p.seed)
+        # 3. out-of-fold meta predictions (early stopping on another fold) -> calibration data
+        self.progress("meta: out-of-fold LightGBM")
+        oof_logits = np.zeros((len(y), n_classes))
+        folds = np.unique(self.fold_)
+        best_iters = []
+        for i, k in enumerate(folds):
+            train_idx, test_idx = fold_indices(self.fold_, k)
+            valid_k = folds[(i + 1) % len(folds)]
+            fit_idx = train_idx[self.fold_[train_idx] != valid_k]
+            val_idx = train_idx[self.fold_[train_idx] == valid_k]
+            booster = train_meta(
+                F[fit_idx], y[fit_idx], self.feature_names_, self.categorical_, self.lgb_params_,
+                p.num_boost_round, None if w is None else w[fit_idx],
+                F[val_idx], y[val_idx], None if w is None else w[val_idx], p.early_stopping_rounds)
+            best_iters.append(max(booster.best_iteration, 1))
+            oof_logits[test_idx] = raw_scores(booster, F[test_idx], booster.best_iteration or None)
+        # 4. final meta on all rows, rounds scaled up for the larger training set
+        self.num_rounds_ = int(np.ceil(np.median(best_iters) * 1.2))
+        self.num_rounds_ = min(self.num_rounds_, p.num_boost_round)
+        self.progress(f"meta: final LightGBM, {self.num_rounds_} rounds")
+        self.booster_ = train_meta(F, y, self.feature_names_, self.categorical_, self.lgb_params_,
+                                   self.num_rounds_, w)
+        # 5. calibration and thresholds, both on held-out (out-of-fold) meta scores
+        self.temperature_ = fit_temperature(oof_logits, y)
+        self.oof_proba_ = apply_temperature(oof_logits, self.temperature_)
+        self.y_ = y
+        self.thresholds_ = select_thresholds(y, self.oof_proba_, p.target_precision, p.min_support,
+                                             p.precision_confidence)
+        return self
+
+    def set_target_precision(self, target: float) -> np.ndarray:
+        """Re-choose thresholds for another target on the stored out-of-fold scores."""
+        self.thresholds_ = select_thresholds(self.y_, self.oof_proba_, target, self.params.min_support,
+                                             self.params.precision_confidence)
+        self.params.target_precision = target
+        return self.thresholds_
+
+    # ------------------------------------------------------------- predict
+    def base_proba(self, X) -> dict[str, np.ndarray]:
+        return {name: m.predict_proba(X) for name, m in self.base_models_.items()}
+
+    def predict_proba(self, X, passthrough: Passthrough | None = None,
+                      base_proba: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        base = self.base_proba(X) if base_proba is None else base_proba
+        F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full)
+        return apply_temperature(raw_scores(self.booster_, F), self.temperature_)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        bases = {}
+        for name, model in self.base_models_.items():
+            cls = type(model)
+            bases[name] = f"{cls.__module__}:{cls.__qualname__}"
+            model.save(path / "base" / name)
+        self.booster_.save_model(str(path / "meta_lgbm.txt"))
+        np.savez_compressed(path / "oof.npz", oof_proba=self.oof_proba_, y=self.y_, fold=self.fold_)
+        state = {
+            "params": self.params.__dict__, "bases": bases, "n_classes": self.n_classes_,
+            "feature_names": self.feature_names_, "categorical": self.categorical_,
+            "temperature": self.temperature_, "num_rounds": self.num_rounds_,
+            "thresholds": [None if not np.isfinite(t) else float(t) for t in self.thresholds_],
+        }
+        (path / "stack.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StackedClassifier":
+        path = Path(path)
+        state = json.loads((path / "stack.json").read_text())
+        self = cls({}, StackParams(**state["params"]))
+        self.n_classes_ = state["n_classes"]
+        self.feature_names_ = state["feature_names"]
+        self.categorical_ = state["categorical"]
+        self.temperature_ = state["temperature"]
+        self.num_rounds_ = state["num_rounds"]
+        self.thresholds_ = np.array([np.inf if t is None else t for t in state["thresholds"]])
+        self.booster_ = lgb.Booster(model_file=str(path / "meta_lgbm.txt"))
+        oof = np.load(path / "oof.npz")
+        self.oof_proba_, self.y_, self.fold_ = oof["oof_proba"], oof["y"], oof["fold"]
+        self.base_models_ = {}
+        for name, qual in state["bases"].items():
+            module, _, qualname = qual.partition(":")
+            if not module.startswith(TRUSTED_PREFIXES):
+                raise ValueError(f"refusing to load base model class from untrusted module {module!r}")
+            klass = importlib.import_module(module)
+            for part in qualname.split("."):
+                klass = getattr(klass, part)
+            self.base_models_[name] = klass.load(path / "base" / name)
+        return self
+
+
+__all__ = ["StackedClassifier", "StackParams", "Passthrough", "take"]

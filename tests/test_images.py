@@ -1,0 +1,211 @@
+"""Image feature layer: real ImageNet weights, content-keyed cache, hostile image files."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catalog_classifier.config import ImageConfig
+from catalog_classifier.features.backbone import (
+    EMBED_DIM, build_transform, embed_forward, imagenet_logits, load_backbone, remap_state_dict,
+)
+from catalog_classifier.features.embeddings import EmbeddingCache, ImageEmbedder
+from catalog_classifier.features.images import load_image
+
+DEMO_IMAGES = Path("/work/shared/datasets/flipkart1050/images")
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def cfg() -> ImageConfig:
+    return ImageConfig(device="cpu", batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+    return load_backbone(cfg)
+
+
+@pytest.fixture(scope="module")
+def demo_files() -> list[Path]:
+    if not DEMO_IMAGES.is_dir():
+        pytest.skip("demo images not available")
+    return sorted(DEMO_IMAGES.glob("*.jpg"))[:8]
+
+
+def _cat_batch(image_size: int) -> torch.Tensor:
+    from skimage.data import chelsea
+
+    return build_transform(image_size)(Image.fromarray(chelsea()))[None]
+
+
+# --- (a) the ImageNet weights are really loaded -------------------------------------------
+
+def test_weights_classify_a_cat(cfg, model):
+    logits = imagenet_logits(model, _cat_batch(cfg.image_size))
+    assert logits.shape == (1, 1000)
+    assert int(logits.argmax()) in CAT_CLASSES
+    assert float(logits.softmax(-1)[0, list(CAT_CLASSES)].sum()) > 0.5
+    feats = embed_forward(model, _cat_batch(cfg.image_size))
+    assert feats.shape == (1, EMBED_DIM) and feats.dtype == torch.float32
+
+
+def test_random_init_is_not_a_cat_classifier(cfg):
+    import timm
+
+    torch.manual_seed(0)
+    random_model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    assert int(imagenet_logits(random_model, _cat_batch(cfg.image_size)).argmax()) not in CAT_CLASSES
+
+
+def test_key_mapping_covers_every_parameter(cfg, model):
+    from catalog_classifier.features.backbone import weights_path
+
+    src = torch.load(weights_path(cfg), map_location="cpu", weights_only=True)
+    mapped = remap_state_dict(src, model)
+    assert set(mapped) == set(model.state_dict())
+    for k, v in mapped.items():
+        assert torch.equal(v, model.state_dict()[k].cpu()), k
+
+
+def test_model_is_in_eval_mode(model):
+    assert not model.training
+
+
+# --- (b) content-keyed cache --------------------------------------------------------------
+
+def test_cache_never_recomputes_unchanged_images(cfg, model, demo_files, tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    for f in demo_files:
+        shutil.copy(f, root / f.name)
+    names = [f.name for f in demo_files]
+    icfg = ImageConfig(device="cpu", cache_dir=str(tmp_path / "cache"))
+
+    first = ImageEmbedder(icfg, image_root=str(root), model=model).embed(names)
+    assert (first.n_computed, first.n_cached) == (8, 0)
+    assert first.ok.all() and first.vectors.shape == (8, EMBED_DIM)
+    assert np.isfinite(first.vectors).all()
+
+    fresh = ImageEmbedder(icfg, image_root=str(root))  # a new process, say
+    second = fresh.embed(names, progress=True)
+    assert (second.n_computed, second.n_cached) == (0, 8)
+    assert fresh._model is None  # the CNN was never even loaded
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+
+    shutil.copy(root / names[3], root / "renamed copy.jpg")
+    third = fresh.embed(["renamed copy.jpg"])
+    assert (third.n_computed, third.n_cached) == (0, 1)
+    np.testing.assert_array_equal(third.vectors[0], first.vectors[3])
+
+
+def test_identical_bytes_in_one_call_are_computed_once(model, demo_files, tmp_path):
+    icfg = ImageConfig(device="cpu", cache_dir="")  # no disk cache at all
+    refs = [str(demo_files[0]), str(demo_files[1]), str(demo_files[0])]
+    res = ImageEmbedder(icfg, model=model).embed(refs)
+    assert (res.n_computed, res.n_cached, res.n_reused) == (2, 0, 1)
+    np.testing.assert_array_equal(res.vectors[0], res.vectors[2])
+    assert res.digests[0] == res.digests[2] != res.digests[1]
+
+
+def test_cache_is_shared_and_keyed_by_backbone(tmp_path):
+    a = EmbeddingCache(str(tmp_path), "backbone-a")
+    b = EmbeddingCache(str(tmp_path), "backbone-b")
+    vec = np.arange(EMBED_DIM, dtype=np.float32)
+    a.put_many({"d1": vec})
+    assert b.get_many(["d1"]) == {}
+    other_reader = EmbeddingCache(str(tmp_path), "backbone-a")
+    np.testing.assert_array_equal(other_reader.get_many(["d1", "missing"])["d1"], vec)
+    assert len(other_reader) == 1
+
+
+# --- (c) hostile or broken images -----------------------------------------------------------
+
+def _png_with_header_size(width: int, height: int) -> bytes:
+    """A valid small PNG whose IHDR claims width x height (CRC fixed so PIL trusts it)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_bad_images_are_reasons_not_crashes(model, demo_files, tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    good_a, good_b = demo_files[0], demo_files[1]
+    shutil.copy(good_a, root / "good_a.jpg")
+    shutil.copy(good_b, root / "good_b.jpg")
+    shutil.copy(good_b, outside / "secret.jpg")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.jpg").write_text("this is not a picture\n" * 20)
+    jpeg = good_a.read_bytes()
+    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "bomb.png").write_bytes(_png_with_header_size(50_000, 50_000))
+    (root / "big.png").write_bytes(_png_with_header_size(8_000, 6_000))
+    os.symlink(outside / "secret.jpg", root / "link_out.jpg")
+    os.symlink(root / "good_b.jpg", root / "link_in.jpg")
+
+    cases = {
+        "good_a.jpg": None,
+        None: "no image",
+        "  ": "no image",
+        "missing.jpg": "image not found",
+        "empty.jpg": "empty image file",
+        "notes.jpg": "not an image",
+        "truncated.jpg": "corrupt or truncated image",
+        "bomb.png": "decompression bomb (50000x50000 pixels)",
+        "big.png": "decompression bomb (8000x6000 pixels)",  # over our max_pixels
+        "../outside/secret.jpg": "image path escapes image root",
+        "sub/../../outside/secret.jpg": "image path escapes image root",
+        str(outside / "secret.jpg"): "image path escapes image root",
+        "link_out.jpg": "image path escapes image root",
+        "file://" + str(outside / "secret.jpg"): "image path escapes image root",
+        "http://example.com/x.jpg": "remote images not supported offline",
+        "s3://bucket/x.jpg": "unsupported image URI scheme",
+        "link_in.jpg": None,
+        "file://" + str(root / "good_b.jpg"): None,
+    }
+    refs = list(cases)
+    icfg = ImageConfig(device="cpu", cache_dir=str(tmp_path / "cache"))
+    res = ImageEmbedder(icfg, image_root=str(root), max_pixels=40_000_000, model=model).embed(refs)
+
+    # PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS) may fire first: pixel count only
+    reasons = ["decompression bomb (50000x50000 pixels)" if r == "decompression bomb (2500000000 pixels)"
+               else r for r in res.reasons]
+    assert reasons == list(cases.values())
+    assert res.ok.tolist() == [r is None for r in cases.values()]
+    assert np.isfinite(res.vectors[res.ok]).all()
+    assert np.isnan(res.vectors[~res.ok]).all()
+    # good_b reached three ways (symlink inside root, file:// URI): one CNN pass
+    assert res.n_computed == 2 and res.n_reused == 1
+
+
+def test_load_image_limits(demo_files, tmp_path):
+    img, data, reason = load_image(str(demo_files[0]), None, max_bytes=10**8, max_pixels=10**8)
+    assert reason is None and img.mode == "RGB" and data == demo_files[0].read_bytes()
+    size = demo_files[0].stat().st_size
+    assert load_image(str(demo_files[0]), None, max_bytes=size - 1, max_pixels=10**8) == (
+        None, None, f"image too large ({size} bytes)")
+    w, h = Image.open(demo_files[0]).size
+    img, data, reason = load_image(str(demo_files[0]), None, max_bytes=10**8, max_pixels=w * h - 1)
+    assert img is None and reason == f"decompression bomb ({w}x{h} pixels)"
+    assert load_image(str(tmp_path), None, 10**8, 10**8)[2] == "image not found"  # a directory
+
+
+def test_transparent_png_is_flattened_on_white(tmp_path):
+    rgba = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
+    rgba.save(tmp_path / "t.png")
+    img, _, reason = load_image("t.png", str(tmp_path), 10**8, 10**8)
+    assert reason is None and img.mode == "RGB" and img.getpixel((5, 5)) == (255, 255, 255)
