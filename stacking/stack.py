@@ -83,9 +83,7 @@ class StackedClassifier:
         best_iters = []
         for i, k in enumerate(folds):
             train_idx, test_idx = fold_indices(self.fold_, k)
-            valid_k = folds[(i + 1) % len(folds)]
-            fit_idx = train_idx[self.fold_[train_idx] != valid_k]
-            val_idx = train_idx[self.fold_[train_idx] == valid_k]
+            fit_idx, val_idx = _early_stopping_split(train_idx, y, p.seed + i)
             booster = train_meta(
                 F[fit_idx], y[fit_idx], self.feature_names_, self.categorical_, self.lgb_params_,
                 p.num_boost_round, None if w is None else w[fit_idx],
@@ -166,6 +164,16 @@ class StackedClassifier:
                 klass = getattr(klass, part)
             self.base_models_[name] = klass.load(path / "base" / name)
         return self
+
+
+def _early_stopping_split(idx: np.ndarray, y: np.ndarray, seed: int, share: float = 0.15):
+    """Hold 15% of a fold's training rows out for early stopping (stratified when possible)."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y[idx])
+    strat = y[idx] if counts[counts > 0].min() >= 2 else None
+    fit_idx, val_idx = train_test_split(idx, test_size=share, random_state=seed, stratify=strat)
+    return np.sort(fit_idx), np.sort(val_idx)
 
 
 __all__ = ["StackedClassifier", "StackParams", "Passthrough", "take"]

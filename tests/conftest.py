@@ -1,0 +1,58 @@
+"""Shared fixtures: real demo data and one small model trained once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
+DEMO_IMAGES = ROOT / "data" / "flipkart1050" / "images"
+SHARED = ROOT.parent / "shared" / "datasets"
+
+os.environ.setdefault("CATALOG_CLASSIFIER_THREADS", "2")
+
+
+def fast_config(tmp_cache: Path | None = None, **overrides):
+    """Small but real settings: 3 folds, 3 char-CNN epochs; same code paths as production."""
+    from catalog_classifier.config import load_config
+
+    cfg = load_config(ROOT / "data" / "flipkart1050" / "catalog.yaml")
+    sections = {
+        "stack": {"n_folds": 3, "sp_vocab_size": 500, "num_boost_round": 150},
+        "text": {"epochs": 3, "max_len": 256},
+        "image": {"cache_dir": str(ROOT / ".cache" / "embeddings")},
+        "catalog": {"image_root": str(DEMO_IMAGES)},
+        "rules": {"rules_dir": str(ROOT / "rules")},
+    }
+    for k, v in overrides.items():
+        sections.setdefault(k, {}).update(v)
+    return cfg.with_overrides(**sections)
+
+
+@pytest.fixture(scope="session")
+def demo_catalog():
+    from catalog_classifier.catalog import read_catalog
+
+    return read_catalog(DEMO_CSV, fast_config().catalog)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, demo_catalog):
+    """A level-1 model trained on 80% of the demo catalog (the rest is held out), saved."""
+    from catalog_classifier.classifier import CatalogClassifier
+
+    items = demo_catalog.items
+    train = items.sample(frac=0.8, random_state=0).sort_index()
+    clf = CatalogClassifier(fast_config()).fit(train, image_root=demo_catalog.image_root, progress=False)
+    path = tmp_path_factory.mktemp("model") / "model"
+    clf.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def heldout_items(demo_catalog, trained_model_dir):
+    items = demo_catalog.items
+    train = items.sample(frac=0.8, random_state=0)
+    return items.drop(train.index).reset_index(drop=True)
