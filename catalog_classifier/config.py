@@ -101,6 +101,56 @@ class TrackingConfig:
 
 
 @dataclass
+class NightlyConfig:
+    """The nightly batch job (catalog_classifier/nightly)."""
+
+    # rows per committed part; a restart redoes at most one chunk
+    chunk_size: int = 256
+    # share of auto-accepted items mixed into the review queue to measure production precision
+    audit_rate: float = 0.02
+    audit_seed: int = 0
+    # parent folder of the nights when `--out` is not given (a night goes to OUT_DIR/DATE)
+    out_dir: str = "nightly"
+    # drift is flagged when a test's p-value is below this (chi-square / two-sample KS)
+    drift_alpha: float = 0.01
+    mlflow_experiment: str = "catalog-classifier-nightly"
+
+
+@dataclass
+class LabelsConfig:
+    """Reviewer labels coming back in (catalog_classifier/nightly/labels.py)."""
+
+    # Parquet labeled store: one row per (item_id, label, source, time), appended atomically
+    store: str = "labels/labels.parquet"
+    # reviewers answer this when an item must not be used for training; such rows are dropped
+    not_for_training_label: str = "__skip__"
+    # Ground Truth label attribute to read; None = every human-annotated attribute of a line
+    label_attribute: str | None = None
+
+
+@dataclass
+class LifecycleConfig:
+    """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle.py, retrain.py)."""
+
+    alias: str = "champion"
+    # append-only log of alias moves; None = <tracking.artifact_location>/alias_log.jsonl
+    alias_log: str | None = None
+    # score used to judge the champion on fresh labels: macro_f1 | accuracy
+    metric: str = "macro_f1"
+    # retrain when the score on fresh labels is below `floor`, or below the champion's
+    # recorded score minus `tolerance`
+    floor: float = 0.80
+    tolerance: float = 0.03
+    # a challenger is promoted only if it beats the champion by at least this on held-out labels
+    margin: float = 0.01
+    # fewer fresh labels than this: too few to judge, nothing is done
+    min_fresh_labels: int = 20
+    # share of the fresh labels held out from the challenger's training for the comparison
+    holdout_fraction: float = 0.5
+    seed: int = 7
+
+
+@dataclass
 class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -108,6 +158,9 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

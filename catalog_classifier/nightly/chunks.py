@@ -1,0 +1,119 @@
+"""Stream a catalog as validated chunks and turn each chunk into output rows.
+
+Every input row leaves a chunk exactly once: as a prediction (accepted/review) or as a
+rejection with its reason. Only rows that cannot be identified are rejected (missing
+item_id, or an id already kept earlier in the file, in this chunk or any before it).
+Everything else is predicted, including items with empty title and description: brand,
+domain, price and the image still carry signal, and a weak item ends up below its
+category's threshold and in review by itself. Image problems never reject a row: the
+item is predicted from its text and ``image_issue`` says why the image was not used.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..catalog import CatalogError, adapt, choose_adapter, iter_table_chunks, validate_items
+from ..catalog.readers import table_format
+from ..config import CatalogConfig
+from .commit import COLUMNS
+
+
+@dataclass
+class CatalogStream:
+    path: Path
+    cfg: CatalogConfig
+    chunk_size: int
+    adapter: str
+    columns: list[str]  # raw columns of the first chunk
+
+    def chunks(self) -> Iterator[tuple[int, pd.DataFrame]]:
+        """(chunk index, raw chunk); the index of a raw chunk is its row positions in the file."""
+        for i, raw in enumerate(iter_table_chunks(self.path, self.chunk_size)):
+            # JSON lines: a chunk where no record has some key must not lose the column
+            absent = [c for c in self.columns if c not in raw.columns]
+            for c in absent:
+                raw[c] = pd.Series(None, index=raw.index, dtype=object)
+            yield i, raw
+
+    def estimate_chunks(self) -> int | None:
+        """Number of chunks when the format says how many rows there are (Parquet), else None."""
+        if table_format(self.path) != "parquet":
+            return None
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(self.path).metadata.num_rows
+        return max(1, -(-rows // self.chunk_size))
+
+    def validate(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        start = int(raw.index[0]) if len(raw) else 0
+        canonical = adapt(raw, self.adapter, self.cfg.columns, source=str(self.path))
+        return validate_items(canonical, self.cfg, row_offset=start)
+
+
+def open_catalog(path: str | Path, cfg: CatalogConfig, chunk_size: int) -> CatalogStream:
+    """Check the file type, that it exists and the required columns, reading the first chunk only.
+
+    Raises CatalogError naming the file or column; nothing has been written at that point.
+    """
+    path = Path(path)
+    table_format(path)  # unknown suffix (.txt, .xlsx, ...) -> CatalogError naming the file
+    if not path.is_file():
+        raise CatalogError(f"catalog file {str(path)!r} not found (or not a regular file)")
+    first = next(iter(iter_table_chunks(path, chunk_size)), None)
+    if first is None:
+        first = pd.DataFrame()
+    adapter = choose_adapter(first.columns, cfg)
+    adapt(first, adapter, cfg.columns, source=str(path))  # missing required column -> CatalogError
+    return CatalogStream(path, cfg, chunk_size, adapter, [str(c) for c in first.columns])
+
+
+class SeenIds:
+    """item_id -> row where it was first kept, across chunks (rebuilt from parts on restart).
+
+    Holds one entry per distinct id (~100 bytes each): exact duplicate detection over the
+    whole file needs it; everything else the job holds is bounded by the chunk size.
+    """
+
+    def __init__(self) -> None:
+        self.first_row: dict[str, int] = {}
+
+    def add_committed(self, part: pd.DataFrame) -> None:
+        kept = part[part["status"] != "rejected"]
+        for iid, row in zip(kept["item_id"].tolist(), kept["row"].tolist()):
+            self.first_row.setdefault(iid, int(row))
+
+    def split(self, items: pd.DataFrame, rejected: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Move items whose id was kept in an earlier chunk to the rejected rows; remember the rest."""
+        dup = items["item_id"].map(lambda i: i in self.first_row).to_numpy(dtype=bool)
+        if dup.any():
+            d = items.loc[dup, ["item_id", "row"]]
+            moved = pd.DataFrame({
+                "item_id": d["item_id"].to_numpy(), "row": d["row"].to_numpy(),
+                "reason": [f"duplicate item_id (first kept at row {self.first_row[i]})" for i in d["item_id"]],
+            })
+            rejected = pd.concat([rejected, moved], ignore_index=True) if len(rejected) else moved
+            items = items.loc[~dup].reset_index(drop=True)
+        for iid, row in zip(items["item_id"].tolist(), items["row"].tolist()):
+            self.first_row[iid] = int(row)
+        return items, rejected
+
+
+def chunk_rows(clf, items: pd.DataFrame, rejected: pd.DataFrame, image_root: str | None,
+               stamp: dict[str, str | None]) -> pd.DataFrame:
+    """Output rows (commit.COLUMNS) of one chunk, ordered by file row."""
+    frames = []
+    if len(items):
+        pred = clf.predict(items, image_root=image_root, progress=False)
+        pred["row"] = items["row"].to_numpy()
+        frames.append(pred)
+    if len(rejected):
+        frames.append(rejected.assign(status="rejected"))
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (
+        frames[0] if frames else pd.DataFrame(columns=["item_id", "row", "status"]))
+    for k, v in stamp.items():
+        out[k] = v
+    return out.reindex(columns=COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)

@@ -1,0 +1,129 @@
+"""Exactly-once output: one Parquet part per chunk, committed by write-temp + fsync + rename.
+
+A part either exists whole under its final name or not at all, so after a kill the
+committed parts are exactly the finished chunks; the merge checks that the parts
+cover rows 0..n-1 once each before ``predictions.parquet`` is renamed into place.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARTS = "parts"
+PREDICTIONS = "predictions.parquet"
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+# Fixed schema: a chunk where a column happens to be all-null must still merge with the rest.
+SCHEMA = pa.schema([
+    ("item_id", pa.string()), ("row", pa.int64()), ("status", pa.string()), ("reason", pa.string()),
+    ("category", pa.string()), ("confidence", pa.float64()), ("model_category", pa.string()),
+    ("top1", pa.string()), ("top1_proba", pa.float64()),
+    ("top2", pa.string()), ("top2_proba", pa.float64()),
+    ("top3", pa.string()), ("top3_proba", pa.float64()),
+    ("threshold", pa.float64()), ("rule_id", pa.string()), ("image_issue", pa.string()),
+    ("model_name", pa.string()), ("model_version", pa.string()), ("model_run_id", pa.string()),
+    ("run_id", pa.string()),
+])
+COLUMNS = SCHEMA.names
+
+
+def part_path(out_dir: Path, index: int) -> Path:
+    return out_dir / PARTS / f"part-{index:05d}.parquet"
+
+
+def committed_parts(out_dir: Path) -> dict[int, Path]:
+    """Chunk index -> committed part file."""
+    d = out_dir / PARTS
+    if not d.is_dir():
+        return {}
+    found = {}
+    for p in d.iterdir():
+        m = _PART.match(p.name)
+        if m:
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def remove_stale_temps(out_dir: Path) -> int:
+    """Delete temp files a killed run left behind (only safe under the dir lock)."""
+    n = 0
+    for d in (out_dir, out_dir / PARTS):
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` then fsync, rename over ``path`` and fsync the folder (the rename is durable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for other tools too
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path
+
+
+def to_table(frame: pd.DataFrame) -> pa.Table:
+    frame = frame.reindex(columns=COLUMNS)
+    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+
+
+def write_part(out_dir: Path, index: int, frame: pd.DataFrame) -> Path:
+    table = to_table(frame.sort_values("row", kind="stable"))
+    return atomic_write(part_path(out_dir, index), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_part_ids(path: Path) -> pd.DataFrame:
+    """item_id, row, status of a committed part (to rebuild the seen-id set on restart)."""
+    return pq.read_table(path, columns=["item_id", "row", "status"]).to_pandas()
+
+
+def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
+    """Concatenate parts 0..n_chunks-1 into predictions.parquet, streaming one part at a time.
+
+    Raises if a part is missing or the rows are not exactly 0..n_rows-1 in order.
+    """
+    parts = committed_parts(out_dir)
+    missing = [i for i in range(n_chunks) if i not in parts]
+    extra = [i for i in parts if i >= n_chunks]
+    if missing or extra:
+        raise RuntimeError(f"cannot merge {out_dir}: missing parts {missing[:10]}, unexpected parts {extra[:10]}")
+
+    def write(tmp: str) -> None:
+        expected = 0
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for i in range(n_chunks):
+                table = pq.read_table(parts[i], schema=SCHEMA)
+                rows = table.column("row").to_numpy()
+                if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
+                    raise RuntimeError(f"{parts[i]} holds rows {rows[:3].tolist()}..., expected from {expected}")
+                expected += len(rows)
+                writer.write_table(table)
+        if expected != n_rows:
+            raise RuntimeError(f"parts hold {expected} rows, the catalog has {n_rows}")
+
+    return atomic_write(out_dir / PREDICTIONS, write)

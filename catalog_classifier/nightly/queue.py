@@ -1,0 +1,138 @@
+"""The review queue: what people should look at tonight, most useful first.
+
+Order, in short:
+- model reviews by margin (top1 - top2 probability), smallest first: the items the model is
+  least sure between two categories teach the most;
+- near-duplicates (same normalised title) are dealt round-robin: every group's best item comes
+  before any group's second one, and two of a group never sit side by side;
+- rule-forced reviews are a separate stream spread evenly through the model reviews, so one
+  busy rule cannot fill the first page;
+- an audit sample of auto-accepted items (chosen by a seeded hash of item_id, so the same
+  items whatever the row order or chunking) is spread at regular intervals: the only way to
+  measure production precision.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+import numpy as np
+import pandas as pd
+
+AUDIT = "audit"
+ITEM_COLUMNS = ("title", "description", "brand", "image", "domain", "url", "price")
+PASS_COLUMNS = ("rule_id", "image_issue", "model_name", "model_version", "run_id")
+QUEUE_COLUMNS = (
+    "priority", "item_id", "queue_reason", "title", "description", "brand", "image", "domain", "url",
+    "price", "category", "confidence", "margin", "top1", "top1_proba", "top2", "top2_proba", "top3",
+    "top3_proba", "status", "rule_id", "image_issue", "duplicates", "model_name", "model_version", "run_id",
+)
+
+
+def title_key(title) -> str:
+    """Near-duplicate key: NFKC, case-folded, letters only (digits, sizes, punctuation dropped)."""
+    if not isinstance(title, str):
+        return ""
+    t = unicodedata.normalize("NFKC", title).casefold()
+    return "".join(ch for ch in t if ch.isalpha())
+
+
+def audit_sample(item_ids: pd.Series, rate: float, seed: int) -> pd.Series:
+    """round(rate * n) item ids with the smallest seeded hashes, in hash order."""
+    n = int(round(max(0.0, min(1.0, rate)) * len(item_ids)))
+    if n == 0:
+        return item_ids.iloc[:0]
+    h = item_ids.astype(str).map(lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    return item_ids.loc[h.sort_values(kind="stable").index[:n]]
+
+
+def build_review_queue(predictions: pd.DataFrame, items: pd.DataFrame, audit_rate: float,
+                       seed: int, description_chars: int = 300) -> pd.DataFrame:
+    """Rows with status "review" ordered most useful first, plus the audit sample of accepted rows."""
+    pred = predictions.drop_duplicates("item_id").reset_index(drop=True)
+    pred = _with_item_columns(pred, items, description_chars)
+    pred["margin"] = _margin(pred)
+    pred["_key"] = [title_key(t) or f"\0{i}" for i, t in zip(pred["item_id"], pred["title"])]
+    pred["duplicates"] = pred.groupby("_key")["item_id"].transform("size").astype(int) - 1
+
+    review = pred[pred["status"] == "review"]
+    by_rule = review["reason"].astype(str).str.startswith("rule ") & review["reason"].notna()
+    model_rows = _round_robin(review[~by_rule])
+    rule_rows = _round_robin(review[by_rule])
+    ordered = _interleave(model_rows, rule_rows)
+
+    accepted = pred[pred["status"] == "accepted"]
+    audit_ids = audit_sample(accepted["item_id"], audit_rate, seed)
+    ordered = _interleave(ordered, list(audit_ids.index))
+    queue = pred.loc[ordered].reset_index(drop=True)
+    queue = _no_adjacent_duplicates(queue)
+
+    queue["queue_reason"] = np.where(
+        queue["status"] == "review", "review: " + queue["reason"].fillna("").astype(str), AUDIT)
+    queue["priority"] = np.arange(1, len(queue) + 1)
+    for c in QUEUE_COLUMNS:
+        if c not in queue:
+            queue[c] = None
+    return queue[list(QUEUE_COLUMNS)].reset_index(drop=True)
+
+
+def _with_item_columns(pred: pd.DataFrame, items: pd.DataFrame, description_chars: int) -> pd.DataFrame:
+    cols = [c for c in ITEM_COLUMNS if c in items.columns]
+    info = items[["item_id", *cols]].drop_duplicates("item_id")
+    pred = pred.drop(columns=[c for c in cols if c in pred.columns]).merge(info, on="item_id", how="left")
+    for c in ITEM_COLUMNS:
+        if c not in pred:
+            pred[c] = None
+    pred["description"] = pred["description"].map(lambda d: _truncate(d, description_chars))
+    for c in ("top1", "top2", "top3", "reason", *PASS_COLUMNS):
+        if c not in pred:
+            pred[c] = None
+    for c in ("top1_proba", "top2_proba", "top3_proba"):
+        if c not in pred:
+            pred[c] = np.nan
+    return pred
+
+
+def _truncate(text, n: int):
+    if not isinstance(text, str):
+        return text
+    return text if len(text) <= n else text[: max(0, n - 1)].rstrip() + "…"
+
+
+def _margin(pred: pd.DataFrame) -> pd.Series:
+    top1 = pred["top1_proba"].astype(float).fillna(pred["confidence"].astype(float))
+    return (top1 - pred["top2_proba"].astype(float).fillna(0.0)).clip(lower=0.0)
+
+
+def _round_robin(rows: pd.DataFrame) -> list:
+    """Row labels ordered by (rank within duplicate group, margin, confidence, item_id)."""
+    if rows.empty:
+        return []
+    r = rows.sort_values(["margin", "confidence", "item_id"], kind="stable")
+    rank = r.groupby("_key").cumcount()
+    order = pd.DataFrame({"rank": rank.to_numpy(), "pos": np.arange(len(r))}, index=r.index)
+    return list(order.sort_values(["rank", "pos"], kind="stable").index)
+
+
+def _interleave(main: list, extra: list) -> list:
+    """Spread ``extra`` evenly through ``main``: extra k sits at slot int((k + 0.5) * total / len(extra))."""
+    if not extra:
+        return list(main)
+    total = len(main) + len(extra)
+    slots = {int((k + 0.5) * total / len(extra)) for k in range(len(extra))}
+    mi, ei = iter(main), iter(extra)
+    return [next(ei) if pos in slots else next(mi) for pos in range(total)]
+
+
+def _no_adjacent_duplicates(queue: pd.DataFrame) -> pd.DataFrame:
+    """Greedy repair: when two neighbours share a title key, pull the next different row forward."""
+    keys = queue["_key"].tolist()
+    order = list(range(len(queue)))
+    for i in range(1, len(order)):
+        if keys[order[i]] != keys[order[i - 1]]:
+            continue
+        for j in range(i + 1, len(order)):
+            if keys[order[j]] != keys[order[i - 1]]:
+                order.insert(i, order.pop(j))
+                break
+    return queue.iloc[order].drop(columns="_key").reset_index(drop=True)

@@ -1,0 +1,174 @@
+"""The night's report (report.json + report.md) and its MLflow run.
+
+Figures are computed from predictions.parquet after the merge, so a resumed night
+reports exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..io_utils import atomic_write_json, atomic_write_text
+from .commit import PREDICTIONS
+from .drift import drift_block, training_reference
+from .manifest import MANIFEST
+
+log = logging.getLogger(__name__)
+STATUSES = ("accepted", "review", "rejected")
+_DUP = re.compile(r"^duplicate item_id \(first kept at row \d+\)$")
+DRIFT_COLUMNS = ["status", "model_category", "confidence"]
+
+
+def _counts(values: pd.Series) -> dict[str, int]:
+    vc = values.dropna().value_counts()
+    return {str(k): int(v) for k, v in sorted(vc.items(), key=lambda kv: (-kv[1], str(kv[0])))}
+
+
+def summarize(pred: pd.DataFrame) -> dict[str, Any]:
+    """Counts by status and category, review rate, mean confidence, reasons."""
+    status = pred["status"].astype(object)
+    done = pred[status != "rejected"]
+    counts = {s: int((status == s).sum()) for s in STATUSES}
+    by_cat = pd.crosstab(done["category"], done["status"]) if len(done) else pd.DataFrame()
+    by_category = {str(c): {"accepted": int(r.get("accepted", 0)), "review": int(r.get("review", 0)),
+                            "total": int(r.sum())} for c, r in by_cat.iterrows()}
+    rejected = pred.loc[status == "rejected", "reason"].astype(object)
+    return {
+        "rows": int(len(pred)), "counts": counts,
+        "review_rate": counts["review"] / len(done) if len(done) else None,
+        "mean_confidence": float(done["confidence"].mean()) if len(done) else None,
+        "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]["total"])),
+        "rejections": _counts(rejected.map(lambda r: "duplicate item_id" if _DUP.match(str(r)) else r)),
+        "review_reasons": _counts(pred.loc[status == "review", "reason"].astype(object)),
+        "image_issues": _counts(done["image_issue"].astype(object)),
+        "rules_fired": _counts(done["rule_id"].astype(object)),
+    }
+
+
+def find_previous(out_dir: Path) -> Path | None:
+    """The latest finished sibling night whose folder name sorts before this one (OUT/DATE)."""
+    here = out_dir.resolve()
+    if not here.parent.is_dir():
+        return None
+    best = None
+    for d in here.parent.iterdir():
+        if d == here or not d.is_dir() or d.name >= here.name or not _is_finished(d):
+            continue
+        if best is None or d.name > best.name:
+            best = d
+    return best
+
+
+def _is_finished(d: Path) -> bool:
+    try:
+        m = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return m.get("status") == "complete" and (d / PREDICTIONS).is_file()
+
+
+def _drift_inputs(pred: pd.DataFrame) -> tuple[dict[str, int], np.ndarray]:
+    done = pred[pred["status"].astype(object) != "rejected"]
+    return _counts(done["model_category"].astype(object)), done["confidence"].to_numpy(dtype=float)
+
+
+def drift_report(pred: pd.DataFrame, clf, previous: Path | None, alpha: float) -> dict[str, Any]:
+    """Drift of tonight's model outputs (before rules) vs the training data and the previous night."""
+    counts, conf = _drift_inputs(pred)
+    ref_counts, ref_conf = training_reference(clf)
+    out: dict[str, Any] = {"alpha": alpha, "training": drift_block(ref_counts, ref_conf, counts, conf, alpha),
+                           "previous": None, "previous_dir": None}
+    if previous is not None:
+        prev = pd.read_parquet(Path(previous) / PREDICTIONS, columns=DRIFT_COLUMNS)
+        p_counts, p_conf = _drift_inputs(prev)
+        out["previous"] = drift_block(p_counts, p_conf, counts, conf, alpha)
+        out["previous_dir"] = str(previous)
+    return out
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
+    return {"json": atomic_write_json(report, out_dir / "report.json"),
+            "md": atomic_write_text(render_markdown(report), out_dir / "report.md")}
+
+
+def _fmt(x, spec=".3g") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _drift_line(name: str, block: dict[str, Any] | None) -> list[str]:
+    if block is None:
+        return [f"- vs {name}: no reference"]
+    lines = []
+    for what in ("category", "confidence"):
+        b = block[what]
+        flag = "**DRIFT**" if b["drift"] else "ok"
+        lines.append(f"- vs {name}, {what}: {flag} ({b['test']} stat {_fmt(b['statistic'])}, "
+                     f"p {_fmt(b['p_value'])}, PSI {_fmt(b['psi'])}; n {b['n_reference']} -> {b['n_current']})")
+    return lines
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    c = s["counts"]
+    lines = [f"# Nightly run {r['run_id']} ({r['date']})", "",
+             f"Catalog `{r['catalog']}`, model {r['model']['name']} "
+             f"{'version ' + str(r['model']['version']) if r['model']['version'] is not None else '(unversioned)'} "
+             f"from `{r['model']['source']}`.", "",
+             f"{s['rows']} rows: {c['accepted']} accepted, {c['review']} to review, {c['rejected']} rejected. "
+             f"Review rate {_fmt(s['review_rate'], '.1%')}, mean confidence {_fmt(s['mean_confidence'], '.3f')}.", ""]
+    if s["rejections"]:
+        lines += ["Rejected: " + ", ".join(f"{k} ({v})" for k, v in s["rejections"].items()), ""]
+    if s["image_issues"]:
+        lines += ["Predicted without image: " + ", ".join(f"{k} ({v})" for k, v in s["image_issues"].items()), ""]
+    lines += ["| category | accepted | review |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['accepted']} | {v['review']} |" for k, v in list(s["by_category"].items())[:25]]
+    d = r["drift"]
+    lines += ["", f"## Drift (flagged when p < {d['alpha']})"]
+    lines += _drift_line("training data", d["training"])
+    lines += _drift_line(f"previous night ({d['previous_dir']})" if d["previous_dir"] else "previous night",
+                         d["previous"])
+    q = r.get("review_queue") or {}
+    if q:
+        lines += ["", "## Review queue", q.get("error") or f"{q.get('items')} items: " + ", ".join(
+            f"`{Path(p).name}`" for p in (q.get("files") or {}).values())]
+    return "\n".join(lines) + "\n"
+
+
+def mlflow_metrics(r: dict[str, Any]) -> dict[str, float]:
+    s = r["summary"]
+    m = {"rows": s["rows"], **{f"n_{k}": v for k, v in s["counts"].items()}}
+    for k in ("review_rate", "mean_confidence"):
+        if s[k] is not None:
+            m[k] = s[k]
+    for ref in ("training", "previous"):
+        block = r["drift"][ref]
+        for what in ("category", "confidence") if block else ():
+            for stat in ("statistic", "p_value", "psi"):
+                if block[what][stat] is not None:
+                    m[f"drift_{ref}_{what}_{stat}"] = block[what][stat]
+            m[f"drift_{ref}_{what}_flag"] = float(block[what]["drift"])
+    return {k: float(v) for k, v in m.items()}
+
+
+def log_to_mlflow(report: dict[str, Any], files: dict[str, Path], cfg) -> str:
+    """One MLflow run per night in the nightly experiment: params, metrics, report files."""
+    from ..tracking import setup
+
+    mlflow = setup(cfg.tracking, experiment=cfg.nightly.mlflow_experiment)
+    model = report["model"]
+    with mlflow.start_run(run_name=f"nightly-{report['date']}") as run:
+        mlflow.set_tags({"night_run_id": report["run_id"], "model_name": str(model["name"]),
+                         "model_version": str(model["version"]), "date": report["date"]})
+        mlflow.log_params({"catalog": report["catalog"][:500], "model_source": str(model["source"])[:500],
+                           "model_run_id": str(model["run_id"]), "chunk_size": report["chunk_size"],
+                           "drift_alpha": report["drift"]["alpha"]})
+        mlflow.log_metrics(mlflow_metrics(report))
+        for p in files.values():
+            mlflow.log_artifact(str(p), artifact_path="report")
+        return run.info.run_id
