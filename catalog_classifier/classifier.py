@@ -38,6 +38,14 @@ class CatalogClassifier:
 
     # ----------------------------------------------------------- features
     def _embedder(self, image_root):
+        """One embedder per image root, kept: the CNN loads once, not once per chunk."""
+        cache = self.__dict__.setdefault("_embedders", {})
+        key = (image_root, self.config.image.cache_dir, self.config.image.device, self.config.image.batch_size)
+        if key not in cache:
+            cache[key] = self._new_embedder(image_root)
+        return cache[key]
+
+    def _new_embedder(self, image_root):
         from .features.embeddings import ImageEmbedder
 
         c = self.config

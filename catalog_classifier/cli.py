@@ -129,7 +129,8 @@ def _register_optional_commands():
     """Nightly and lifecycle commands live next to their code in catalog_classifier/nightly."""
     import importlib
 
-    for mod in ("catalog_classifier.nightly.cli_nightly", "catalog_classifier.nightly.cli_lifecycle"):
+    for mod in ("catalog_classifier.nightly.cli_nightly", "catalog_classifier.nightly.cli_lifecycle",
+                "catalog_classifier.bench.cli_bench"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -46,7 +46,6 @@ class ImageConfig:
     enabled: bool = True
     # softmax head over cached embeddings
     head_c: float = 1.0
-    fine_tune: bool = False  # full fine-tuning; meant for a GPU
 
 
 @dataclass

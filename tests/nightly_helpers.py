@@ -1,6 +1,7 @@
 """Shared by the nightly tests: real catalog rows written as files, a run config."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,8 @@ def raw_rows(item_ids) -> pd.DataFrame:
 
 
 def write_csv(rows: pd.DataFrame, path: Path) -> Path:
-    rows.to_csv(path, index=False)
+    # every field quoted: pandas leaves a bare carriage return unquoted, which ends a CSV record
+    rows.to_csv(path, index=False, quoting=csv.QUOTE_ALL)
     return path
 
 

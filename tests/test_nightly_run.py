@@ -78,9 +78,8 @@ def test_other_input_or_model_is_refused_unless_forced(model, heldout_csv, tmp_p
     out = tmp_path / "night"
     run_nightly(heldout_csv, out, model, night_config(256), progress=False)
     before = read_predictions(out)
-    lines = heldout_csv.read_text(encoding="utf-8").splitlines(keepends=True)
-    changed = tmp_path / "changed.csv"
-    changed.write_text("".join(lines[:-1]), encoding="utf-8")  # same rows minus the last
+    raw = pd.read_csv(heldout_csv, dtype=str, keep_default_na=False)
+    changed = write_csv(raw.iloc[:-1], tmp_path / "changed.csv")  # same rows minus the last
     with pytest.raises(NightlyError, match=r"input differs.*--force"):
         run_nightly(changed, out, model, night_config(256), progress=False)
     other = LoadedModel(model, "catalog-classifier", 7, "abc123", "models:/catalog-classifier/7")

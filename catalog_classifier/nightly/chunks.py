@@ -48,9 +48,14 @@ class CatalogStream:
         rows = pq.ParquetFile(self.path).metadata.num_rows
         return max(1, -(-rows // self.chunk_size))
 
-    def validate(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The chunk in the item schema (raw values, same index = file rows)."""
+        return adapt(raw, self.adapter, self.cfg.columns, source=str(self.path))
+
+    def validate(self, raw: pd.DataFrame, canonical: pd.DataFrame | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
         start = int(raw.index[0]) if len(raw) else 0
-        canonical = adapt(raw, self.adapter, self.cfg.columns, source=str(self.path))
+        canonical = self.canonical(raw) if canonical is None else canonical
         return validate_items(canonical, self.cfg, row_offset=start)
 
 

@@ -122,8 +122,13 @@ def list_versions(cfg: Config) -> list[dict]:
     from mlflow.exceptions import MlflowException
 
     name = cfg.tracking.registered_model
+    c = client(cfg)
     try:
-        versions = client(cfg).search_model_versions(f"name='{name}'")
+        versions = c.search_model_versions(f"name='{name}'")
+        # search results leave aliases empty in some MLflow versions; the registered model has them all
+        by_version: dict[str, list[str]] = {}
+        for alias, ver in (c.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(str(ver), []).append(alias)
     except MlflowException:
         return []
     rows = []
@@ -133,7 +138,7 @@ def list_versions(cfg: Config) -> list[dict]:
             "version": int(mv.version),
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).isoformat(
                 timespec="seconds"),
-            "aliases": sorted(mv.aliases or []),
+            "aliases": sorted(set(mv.aliases or []) | set(by_version.get(str(mv.version), []))),
             "metrics": {k[len("metric."):]: float(v) for k, v in sorted(tags.items()) if k.startswith("metric.")},
             "run_id": mv.run_id, "trained_at": tags.get("trained_at"),
             "description": mv.description or "",

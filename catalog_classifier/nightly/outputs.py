@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..config import Config
@@ -37,8 +38,7 @@ def build_queue(pred: pd.DataFrame, stream, out_dir: Path, cfg: Config, clf=None
     accepted = live[live["status"].astype(object) == "accepted"]
     audit_ids = set(audit_sample(accepted["item_id"], n.audit_rate, n.audit_seed).tolist())
     wanted = live["status"].astype(object).eq("review") | live["item_id"].isin(audit_ids)
-    items = _queue_items(stream, set(live["row"].tolist()), set(live.loc[wanted, "row"].tolist()),
-                         list(ITEM_COLUMNS))
+    items = _queue_items(stream, live["row"].to_numpy(), live.loc[wanted, "row"].to_numpy(), list(ITEM_COLUMNS))
     queue = build_review_queue(live, items, n.audit_rate, n.audit_seed)
     stamp = dt.datetime.fromisoformat(created_at) if created_at else None
     files = export_review_queue(queue, out_dir / REVIEW_DIR, cfg.catalog.image_root,
@@ -50,17 +50,28 @@ def build_queue(pred: pd.DataFrame, stream, out_dir: Path, cfg: Config, clf=None
             "files": {k: str(Path(p).relative_to(out_dir)) for k, p in files.items()}}
 
 
-def _queue_items(stream, live_rows: set[int], full_rows: set[int], columns: list[str]) -> pd.DataFrame:
+def _queue_items(stream, live_rows, full_rows, columns: list[str]) -> pd.DataFrame:
     """Item fields from a second pass over the catalog: title for ``live_rows``, all
     ``columns`` for ``full_rows`` (a subset of them)."""
+    live_rows = np.sort(np.asarray(live_rows, dtype=np.int64))
+    full_rows = np.sort(np.asarray(full_rows, dtype=np.int64))
     frames = []
     for _, raw in stream.chunks():
-        items, _ = stream.validate(raw)
-        items = items[items["row"].isin(live_rows)]
-        full = items["row"].isin(full_rows).to_numpy()
+        lo, hi = (int(raw.index[0]), int(raw.index[-1])) if len(raw) else (0, -1)
+        live, full = _within(live_rows, lo, hi), _within(full_rows, lo, hi)  # per chunk: no O(n) scans
+        if not len(live):
+            continue
+        canonical = stream.canonical(raw)
+        # only id and title are needed outside the queue: skip cleaning the long texts there
+        light = ~canonical.index.isin(full)
+        canonical.loc[light, [c for c in canonical.columns if c not in ("item_id", "title")]] = None
+        items, _ = stream.validate(raw, canonical)
+        items = items[items["row"].isin(live)]
         part = items[["item_id", *columns]].copy()
-        for c in columns:
-            if c != "title":
-                part.loc[~full, c] = None
         frames.append(part)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", *columns])
+
+
+def _within(sorted_rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    a, b = np.searchsorted(sorted_rows, [lo, hi + 1])
+    return sorted_rows[a:b]

@@ -35,13 +35,13 @@ from .chunks import SeenIds, chunk_rows, open_catalog
 from .commit import PARTS, PREDICTIONS, committed_parts, merge_parts, read_part_ids, remove_stale_temps, write_part
 from .manifest import (MANIFEST, DirLock, Identity, NightlyError, config_identity, input_fingerprint,
                        model_identity, new_manifest, read_manifest, write_manifest)
-from .outputs import build_queue
+from .outputs import REVIEW_DIR, build_queue
 from .report import drift_report, find_previous, log_to_mlflow, summarize, write_report
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "models:/catalog-classifier@champion"
 _OWN_FILES = (PREDICTIONS, "report.json", "report.md", MANIFEST)
-_OWN_DIRS = (PARTS, "review")
+_OWN_DIRS = (PARTS, REVIEW_DIR)
 
 
 @dataclass
