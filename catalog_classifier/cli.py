@@ -125,19 +125,9 @@ def main():  # pragma: no cover - console entry
     app()
 
 
-def _register_optional_commands():
-    """Nightly and lifecycle commands live next to their code in catalog_classifier/nightly."""
-    import importlib
+# Nightly, lifecycle and benchmark commands live next to their code.
+from .bench import cli_bench  # noqa: E402
+from .nightly import cli_lifecycle, cli_nightly  # noqa: E402
 
-    for mod in ("catalog_classifier.nightly.cli_nightly", "catalog_classifier.nightly.cli_lifecycle",
-                "catalog_classifier.bench.cli_bench"):
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        module.register(app)
-
-
-_register_optional_commands()
+for _module in (cli_nightly, cli_lifecycle, cli_bench):
+    _module.register(app)

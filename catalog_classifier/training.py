@@ -88,8 +88,7 @@ def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: i
         res = cross_validate(cat.items, lc, name, cat.image_root, n_outer=folds, seed=cfg.stack.seed)
         all_recs += records(res)
         pics += save_pictures(res, report.parent / "figures")
-    merged = _merge(report, all_recs)
-    atomic_write_json(merged, report)
+        atomic_write_json(_merge(report, records(res)), report)  # a finished level is never lost
     if log_mlflow and cfg.tracking.enabled:
         from .tracking import setup
 

@@ -69,11 +69,9 @@ def read_groundtruth(path: Path, label_attribute: str | None = None) -> ParsedLa
             except json.JSONDecodeError as e:
                 raise LabelImportError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             found = []
-            for attr, meta in line.items():
-                if attr.endswith("-metadata") or not isinstance(line.get(f"{attr}-metadata"), dict):
-                    continue
-                meta = line[f"{attr}-metadata"]
-                if label_attribute and attr != label_attribute:
+            for attr in line:
+                meta = line.get(f"{attr}-metadata")
+                if not isinstance(meta, dict) or (label_attribute and attr != label_attribute):
                     continue
                 if meta.get("human-annotated") == "yes" and isinstance(meta.get("class-name"), str):
                     found.append((meta.get("creation-date") or "", meta["class-name"], meta.get("job-name")))

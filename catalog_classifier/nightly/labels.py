@@ -10,9 +10,7 @@ labels outside the taxonomy reject the whole file unless ``allow_unknown`` (then
 """
 from __future__ import annotations
 
-import fcntl
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ import pandas as pd
 
 from ..io_utils import atomic_write_table
 from .label_files import LabelImportError, read_label_file
+from .locks import file_lock
 
 STORE_COLUMNS = ["item_id", "label", "source", "time", "imported_at", "annotator", "file"]
 _TS = "datetime64[us, UTC]"
@@ -63,7 +62,7 @@ def import_labels(path: str | Path, store: str | Path, taxonomy: list[str] | Non
                   allow_unknown: bool = False, fmt: str | None = None, now: datetime | None = None) -> ImportReport:
     """Read one reviewer file into the store; raise LabelImportError on labels outside the taxonomy."""
     parsed = read_label_file(path, fmt, label_attribute)
-    now = _utc(now or datetime.now(timezone.utc))
+    now = to_utc(now or datetime.now(timezone.utc))
     rep = ImportReport(str(path), parsed.format, len(parsed.rows), unlabeled=parsed.unlabeled,
                        problems=list(parsed.problems))
     new = parsed.rows.copy()
@@ -78,10 +77,10 @@ def import_labels(path: str | Path, store: str | Path, taxonomy: list[str] | Non
         new = new[~bad]
     new = new.assign(
         source=[source or o or parsed.format for o in new["origin"]],
-        time=new["time"].fillna(now), imported_at=now, file=Path(path).name,
+        time=new["time"].astype(_TS).fillna(now), imported_at=now, file=Path(path).name,
     )
     new = _typed(new[STORE_COLUMNS])
-    with _locked(Path(store)):
+    with file_lock(Path(store)):
         old = read_store(store)
         keep, rep.duplicates, rep.conflicts = _merge(old, new)
         rep.added = int(keep.sum())
@@ -114,7 +113,7 @@ def labeled_items(store: str | Path | pd.DataFrame, catalog_items: pd.DataFrame,
     df = store if isinstance(store, pd.DataFrame) else read_store(store)
     cur = current_labels(df)
     if since is not None:
-        cur = cur[cur["imported_at"] > _utc(since)]
+        cur = cur[cur["imported_at"] > to_utc(since)]
     items = catalog_items.drop_duplicates("item_id")
     joined = items.merge(cur[["item_id", "label"]], on="item_id", how="inner")
     labels = joined.pop("label").astype(object).rename("label")
@@ -158,7 +157,7 @@ def _merge(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.Series, int, list[d
     return keep, dups, conflicts
 
 
-def _utc(ts) -> pd.Timestamp:
+def to_utc(ts) -> pd.Timestamp:
     """Naive times are taken as UTC."""
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -171,15 +170,3 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     for c in ("item_id", "label", "source", "annotator", "file"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
     return df
-
-
-@contextmanager
-def _locked(store: Path):
-    """One importer at a time: read-append-rename under an exclusive lock next to the store."""
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.with_name(store.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

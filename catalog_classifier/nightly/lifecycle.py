@@ -6,16 +6,15 @@ on the versions involved. ``rollback`` reads that log to find the previous champ
 """
 from __future__ import annotations
 
-import fcntl
 import getpass
 import json
 import os
 import socket
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import Config
+from .locks import file_lock
 
 
 class LifecycleError(RuntimeError):
@@ -67,7 +66,7 @@ def promote(cfg: Config, version: int, reason: str = "", action: str = "promote"
 
     name, alias = cfg.tracking.registered_model, cfg.lifecycle.alias
     c = client(cfg)
-    with _locked(alias_log_path(cfg)):
+    with file_lock(alias_log_path(cfg)):
         try:
             c.get_model_version(name, str(version))
         except MlflowException:
@@ -173,15 +172,3 @@ def _append(path: Path, entry: dict) -> None:
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-@contextmanager
-def _locked(log: Path):
-    """Serialise moves so two promotions cannot both read the same 'from' version."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log.with_name(log.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

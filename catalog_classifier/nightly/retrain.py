@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..config import Config
 from . import lifecycle
-from .labels import current_labels, labeled_items, read_store
+from .labels import current_labels, labeled_items, read_store, to_utc
 from .queue import title_key
 
 
@@ -46,9 +46,8 @@ def champion_record(cfg: Config) -> dict:
     c = lifecycle.client(cfg)
     mv = c.get_model_version(cfg.tracking.registered_model, str(version))
     tags = dict(mv.tags or {})
-    trained = pd.Timestamp(tags["trained_at"]) if tags.get("trained_at") else \
-        pd.Timestamp(mv.creation_timestamp, unit="ms")
-    trained = trained.tz_localize("UTC") if trained.tzinfo is None else trained.tz_convert("UTC")
+    trained = to_utc(tags["trained_at"] if tags.get("trained_at") else
+                     pd.Timestamp(mv.creation_timestamp, unit="ms"))
     m = cfg.lifecycle.metric
     recorded, key = None, None
     for k in (m, f"oof_{m}"):

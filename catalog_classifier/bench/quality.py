@@ -1,0 +1,171 @@
+"""Quality: one stack fit per (catalog, level), scored from its out-of-fold layer.
+
+``CatalogClassifier.fit`` already holds a K-fold out-of-fold layer: every base model's
+probabilities for a row come from a model that did not see that row, and so do the
+meta-classifier's (calibrated) probabilities. Those are the 5-fold CV figures reported
+here, with the peers fitted on the very same folds:
+
+* stack   -- ``stack_.oof_proba_`` (LightGBM meta, temperature-scaled)
+* image / text / linear_text -- ``stack_.base_oof_`` (each base model alone)
+* tfidf_lr      -- word TF-IDF + logistic regression on title + description
+* frozen_cnn_lr -- frozen EfficientNet-Lite0 embedding + logistic regression; that is
+  exactly the image base model, so its out-of-fold probabilities are reused
+
+Coverage and precision at a target are cross-fitted: the thresholds applied to fold k
+are chosen on the other folds' out-of-fold scores, never on the rows they are judged on.
+This is cheaper and a little kinder than ``catalog-classifier evaluate`` (nested CV: the
+base models that built the meta features also saw the other folds); reports/evaluation.json
+holds the stricter nested figures.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = (0.95, 0.98)
+REPORT_NAMES = {"image_head": "image", "char_cnn": "text", "linear_text": "linear_text"}
+
+
+def fill_missing(proba: np.ndarray) -> np.ndarray:
+    """Rows a model could not score (no image) count as uniform guesses, as in evaluate."""
+    p = np.where(np.isnan(proba), 0.0, np.asarray(proba, dtype=np.float64))
+    p[p.sum(1) == 0] = 1.0 / p.shape[1]
+    return p
+
+
+def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float) -> np.ndarray:
+    """Auto-accept mask where fold k's thresholds come from the other folds' scores only."""
+    from stacking import select_thresholds
+
+    accepted = np.zeros(len(y), dtype=bool)
+    for k in np.unique(fold):
+        te, tr = fold == k, fold != k
+        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence)
+        p = proba[te]
+        accepted[te] = p.max(1) >= thr[p.argmax(1)]
+    return accepted
+
+
+def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = False) -> dict:
+    from ..reporting import classification_metrics
+
+    scored = int((~np.isnan(proba).any(1)).sum())
+    p = fill_missing(proba)
+    pred = p.argmax(1)
+    met = classification_metrics(y, pred, labels)
+    rec = {"model": name, "accuracy": round(met["accuracy"], 4), "macro_f1": round(met["macro_f1"], 4)}
+    folds = []
+    for t in TARGETS:
+        acc = crossfit_accept(y, p, fold, t, stack_cfg.min_support, stack_cfg.precision_confidence)
+        key = f"{int(round(t * 100)):03d}"
+        rec[f"coverage_at_{key}"] = round(float(acc.mean()), 4)
+        rec[f"precision_at_{key}"] = round(float((pred[acc] == y[acc]).mean()), 4) if acc.any() else None
+        for k in np.unique(fold):
+            m = acc & (fold == k)
+            folds.append({"fold": int(k), "target": t, "coverage": round(float(m.sum() / (fold == k).sum()), 4),
+                          "precision": round(float((pred[m] == y[m]).mean()), 4) if m.any() else None})
+    rec.update(n_items=int(len(y)), n_categories=len(labels), n_scored=scored)
+    if per_fold:
+        rec["per_fold"] = folds
+    return rec
+
+
+class _PhaseLog(logging.Handler):
+    """Times the phases of CatalogClassifier.fit from its progress messages."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.marks: list[tuple[float, str]] = []
+
+    def emit(self, record):
+        self.marks.append((time.perf_counter(), record.getMessage()))
+        print(f"{time.strftime('%H:%M:%S')} {record.getMessage()}", flush=True)  # the worker's log
+
+    def phases(self, end: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        marks = self.marks + [(end, "")]
+        for (t, msg), (t_next, _) in zip(marks, marks[1:]):
+            key = "inputs" if msg.startswith("training on") else "rules" if msg.startswith("rule ") \
+                else msg.split(":", 1)[0]
+            out[key] = round(out.get(key, 0.0) + t_next - t, 2)
+        return out
+
+
+def _config(spec: dict):
+    from ..config import load_config
+
+    cfg = load_config(spec["config"])
+    sections = {k: dict(v) for k, v in spec.get("overrides", {}).items()}
+    sections.setdefault("catalog", {})["label_depth"] = spec["level"]
+    return cfg.with_overrides(**sections)
+
+
+def run(spec: dict) -> dict:
+    """Worker task: fit, save (optional), then score stack, bases and peers out of fold."""
+    import torch
+
+    from ..catalog import read_catalog
+    from ..classifier import CatalogClassifier
+    from ..evaluation import _texts
+    from ..models.peers import TfidfLR
+    from .machine import cpu_seconds, peak_rss_mb
+    from stacking.oof import out_of_fold_proba
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    cfg = _config(spec)
+    t_read = time.perf_counter()
+    cat = read_catalog(spec["path"], cfg.catalog)
+    items = cat.items
+    if spec.get("subsample") and len(items) > spec["subsample"]:
+        items = items.sample(spec["subsample"], random_state=cfg.stack.seed).sort_index().reset_index(drop=True)
+    read_s = time.perf_counter() - t_read
+
+    phase_log = _PhaseLog()
+    clf_log = logging.getLogger("catalog_classifier.classifier")
+    clf_log.addHandler(phase_log)
+    clf_log.setLevel(logging.INFO)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    clf = CatalogClassifier(cfg).fit(items, image_root=cat.image_root, progress=False)
+    if spec.get("model_out"):
+        clf.save(Path(spec["model_out"]))
+    fit_s, fit_end = time.perf_counter() - t0, time.perf_counter()
+    training = {"catalog": spec["catalog"], "level": spec["level"], "items": int(len(items)),
+                "wall_s": round(fit_s, 1), "cpu_s": round(cpu_seconds() - c0, 1),
+                "peak_rss_mb": peak_rss_mb(), "read_s": round(read_s, 1),
+                "embeddings_computed": int(getattr(clf, "last_embedding_stats_", {}).get("computed", 0)),
+                "phases_s": phase_log.phases(fit_end)}
+    clf_log.removeHandler(phase_log)
+
+    st = clf.stack_
+    y, fold, labels = st.y_, st.fold_, clf.labels_
+    proba = {"stack": st.oof_proba_}
+    for name, p in st.base_oof_.items():
+        proba[REPORT_NAMES.get(name, name)] = p
+    seconds = {}
+    keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
+    X_text = _texts(items.loc[keep].reset_index(drop=True), cfg)
+    t = time.perf_counter()
+    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=cfg.stack.seed), X_text, y, fold, len(labels))
+    seconds["tfidf_lr"] = round(time.perf_counter() - t, 1)
+    if "image_head" in st.base_oof_:
+        proba["frozen_cnn_lr"] = st.base_oof_["image_head"]
+
+    records = []
+    for name, p in proba.items():
+        rec = {"catalog": spec["catalog"], "level": spec["level"],
+               **model_record(name, y, p, fold, labels, cfg.stack, per_fold=name == "stack")}
+        rec["cv"] = f"{len(np.unique(fold))}-fold out-of-fold, thresholds cross-fitted"
+        if name == "frozen_cnn_lr":
+            rec["note"] = "the image base model (frozen EfficientNet-Lite0 + logistic regression) as a peer"
+        if name in seconds:
+            rec["cv_seconds"] = seconds[name]
+        records.append(rec)
+    return {"records": records, "training": training,
+            "settings": {"n_folds": cfg.stack.n_folds, "text_epochs": cfg.text.epochs,
+                         "num_boost_round": cfg.stack.num_boost_round, "learning_rate": cfg.stack.learning_rate,
+                         "base_models": list(clf.base_names), "subsample": spec.get("subsample")},
+            "seconds": round(time.perf_counter() - t_read, 1)}

@@ -1,0 +1,233 @@
+"""``catalog-classifier bench``: plan the sections, run each measurement in a child process,
+write ``results.json`` and ``RESULTS.md``.
+
+Order matters: the Flipkart level-1 quality fit is also the model the throughput and
+scaling sections serve, and its training time includes computing the demo catalog's
+embeddings into a fresh cache (the later fits reuse them, and say so).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import catalog_classifier
+
+from .machine import load_average, machine_info, now_iso, versions
+from .worker import CPU_SECONDS, spawn
+
+ROOT = Path(catalog_classifier.__file__).resolve().parents[1]
+DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
+DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
+SHARED = ROOT.parent / "shared" / "datasets"
+SECTIONS = ("quality", "throughput", "scaling")
+
+
+@dataclass
+class CatalogSpec:
+    name: str
+    path: Path
+    config: Path
+    levels: tuple[int, ...]
+    overrides: dict = field(default_factory=dict)  # config sections merged over `config`
+    subsample: int | None = None
+
+
+@dataclass
+class Settings:
+    quick: bool
+    catalogs: list[CatalogSpec]
+    throughput_repeats: int
+    limit_images: int
+    throughput_rows: int | None  # None = the whole demo catalog
+    scaling_replicas: tuple[int, ...]
+    scaling_rows: int | None
+    device: str = "cpu"
+    threads: int | None = None
+
+
+# BigBasket is 27.5k items and level 2 has 90 classes: on 2 cores one full fit (six char-CNN
+# and six linear-text fits, LightGBM growing one tree per class per round) plus the peers takes
+# longer than the whole benchmark may. The benchmark therefore fits a fixed random sample of
+# BIGBASKET_ITEMS items (seed = stack.seed) with budgeted char-CNN epochs and LightGBM rounds
+# (the product settings are in configs/bigbasket.yaml); `make evaluate` runs the whole catalog.
+BIGBASKET_ITEMS = 8000
+BIGBASKET_CAPS = {"text": {"epochs": 3}, "stack": {"num_boost_round": 120, "learning_rate": 0.15}}
+BIGBASKET_L2_CAPS = {"stack": {"num_boost_round": 60, "learning_rate": 0.2, "early_stopping_rounds": 10}}
+
+
+def settings(quick: bool, device: str = "cpu") -> Settings:
+    bigbasket = SHARED / "bigbasket" / "BigBasket Products.csv"
+    flipkart = SHARED / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
+    flipkart = flipkart if flipkart.exists() else DEMO_CSV
+    if quick:
+        tiny = {"stack": {"n_folds": 2, "num_boost_round": 20, "sp_vocab_size": 300}, "text": {"epochs": 1}}
+        cats = [CatalogSpec("flipkart1050", flipkart, DEMO_CFG, (1,), tiny, subsample=120)]
+        if bigbasket.exists():
+            cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1,), tiny,
+                                    subsample=300))
+        return Settings(True, cats, throughput_repeats=1, limit_images=32, throughput_rows=48,
+                        scaling_replicas=(1, 2), scaling_rows=24, device=device)
+    cats = [CatalogSpec("flipkart1050", flipkart, DEMO_CFG, (1, 2))]
+    if bigbasket.exists():
+        cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1, 2), BIGBASKET_CAPS,
+                                subsample=BIGBASKET_ITEMS))
+    return Settings(False, cats, throughput_repeats=3, limit_images=256, throughput_rows=None,
+                    scaling_replicas=(1, 4, 16), scaling_rows=None, device=device)
+
+
+def _merge(*dicts: dict) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = {**out.get(k, {}), **v}
+    return out
+
+
+def _common(work: Path, device: str) -> dict:
+    """Overrides every measurement shares: own cache, no MLflow, absolute paths."""
+    return {"image": {"cache_dir": str(work / "cache"), "device": device},
+            "catalog": {"image_root": str(DEMO_CFG.parent / "images")},
+            "rules": {"rules_dir": str(ROOT / "rules")}, "tracking": {"enabled": False}}
+
+
+def _say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_quality(st: Settings, work: Path, only_model: bool = False) -> tuple[list, list, Path]:
+    records, training = [], []
+    model_dir = work / "models" / "flipkart1050-L1"
+    for cat in st.catalogs:
+        for level in cat.levels:
+            if only_model and (cat.name, level) != ("flipkart1050", 1):
+                continue
+            common = _common(work, st.device)
+            if cat.name != "flipkart1050":
+                common.pop("catalog")
+                common.pop("rules")  # the catalog's own config says (relative to the repo root)
+            extra = BIGBASKET_L2_CAPS if (cat.name, level, st.quick) == ("bigbasket", 2, False) else {}
+            spec = {"catalog": cat.name, "path": str(cat.path), "config": str(cat.config), "level": level,
+                    "overrides": _merge(common, cat.overrides, extra), "subsample": cat.subsample,
+                    "threads": st.threads,
+                    "model_out": str(model_dir) if (cat.name, level) == ("flipkart1050", 1) else None}
+            _say(f"quality {cat.name} level {level}: fit with {spec['overrides'].get('stack', {}).get('n_folds', 5)}"
+                 f"-fold out-of-fold layer, peers on the same folds")
+            res = spawn("quality", spec, work / "logs", f"quality-{cat.name}-L{level}", cwd=ROOT)
+            records += res["records"]
+            training.append({**res["training"], "process_peak_rss_mb": res["process_peak_rss_mb"],
+                             "process_cpu_s": res["process_cpu_s"],
+                             "settings": res["settings"]})
+            stack = next(r for r in res["records"] if r["model"] == "stack")
+            _say(f"  done in {res['process_wall_s']:.0f} s (fit {res['training']['wall_s']:.0f} s): stack macro-F1 "
+                 f"{stack['macro_f1']:.3f}, coverage@0.98 {stack['coverage_at_098']:.3f}")
+    return records, training, model_dir
+
+
+def run_throughput(st: Settings, work: Path, model_dir: Path) -> dict:
+    catalog = DEMO_CSV
+    if st.throughput_rows:
+        from .scaling import replicate_catalog
+
+        catalog = work / "throughput-catalog.csv"
+        replicate_catalog(DEMO_CSV, catalog, 1, rows=st.throughput_rows)
+    spec = {"model_dir": str(model_dir), "catalog": str(catalog), "config": str(DEMO_CFG),
+            "overrides": _common(work, st.device), "work": str(work / "throughput"), "threads": st.threads,
+            "repeats": st.throughput_repeats, "limit_images": st.limit_images}
+    _say(f"throughput on {st.device}: {st.throughput_repeats} x (cold, CNN limit, warm)")
+    res = spawn("throughput", spec, work / "logs", f"throughput-{st.device}", cwd=ROOT)
+    _say(f"  cold {res['cold_items_per_s']:.1f} items/s, warm {res['warm_items_per_s']:.1f}, "
+         f"CNN limit {res['cnn_forward_limit_items_per_s']:.1f} (cold/limit {res['cold_to_limit']:.2f}, "
+         f"warm/cold {res['warm_over_cold']:.1f})")
+    res["peak_rss_mb"] = res.pop("process_peak_rss_mb")
+    return res
+
+
+def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
+    """One process per size, each with its own copy of a cache holding the demo's embeddings."""
+    from .scaling import replicate_catalog, summarize
+
+    rows = []
+    filled = work / "throughput" / "cache-0"  # the first cold throughput run filled it
+    for r in st.scaling_replicas:
+        csv = work / "scaling" / f"demo-x{r}.csv"
+        n = replicate_catalog(DEMO_CSV, csv, r, rows=st.scaling_rows)
+        common = _common(work, st.device)
+        cache = work / "scaling" / f"cache-x{r}"
+        if filled.exists():
+            shutil.copytree(filled, cache, dirs_exist_ok=True)
+        common["image"]["cache_dir"] = str(cache)
+        spec = {"model_dir": str(model_dir), "catalog": str(csv), "config": str(DEMO_CFG), "overrides": common,
+                "out": str(work / "scaling" / f"night-x{r}" / "2000-01-01"), "threads": st.threads}
+        res = spawn("nightly", spec, work / "logs", f"scaling-x{r}", cwd=ROOT)
+        rows.append({"replicas": r, "items": n, "wall_s": res["wall_s"], "items_per_s": res["items_per_s"],
+                     "peak_rss_mb": res["process_peak_rss_mb"], "process_wall_s": res["process_wall_s"],
+                     "cache": "warm" if filled.exists() else "empty", "process_cpu_s": res["process_cpu_s"],
+                     "peak_rss_after_model_load_mb": res["peak_rss_after_model_load_mb"]})
+        _say(f"scaling {r}x: {n} items in {res['wall_s']:.1f} s, peak RSS {res['process_peak_rss_mb']:.0f} MB")
+    return rows, summarize(rows)
+
+
+def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIONS, work: Path | None = None,
+              gpu: bool = False, threads: int | None = None, notes: list[str] = ()) -> dict:
+    """Run the benchmark; write out/results.json and out/RESULTS.md; return the results."""
+    from .report import write_markdown
+
+    st = settings(quick, device="cuda" if gpu else "cpu")
+    st.threads = threads
+    work = Path(work or (ROOT / "out" / ("bench-work-quick" if quick else "bench-work")))
+    shutil.rmtree(work, ignore_errors=True)  # fresh caches: cold means cold
+    work.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    res_path = out / "results.json"
+    results = json.loads(res_path.read_text()) if gpu and res_path.exists() else {}
+    if not gpu:
+        results = {"machine": machine_info(), "versions": versions(), "date": now_iso(),
+                   "mode": "quick" if quick else "full"}
+    if notes:
+        results["notes"] = list(results.get("notes", [])) + list(notes)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    need_model = any(s in sections for s in ("throughput", "scaling"))
+    records, training, model_dir = run_quality(st, work, only_model="quality" not in sections or gpu)
+    seconds["gpu_model_fit" if gpu else "quality_and_training"] = round(time.perf_counter() - t, 1)
+    if gpu:
+        t = time.perf_counter()
+        results["gpu"] = {**run_throughput(st, work, model_dir), "machine": machine_info(), "date": now_iso()}
+        seconds["gpu_throughput"] = round(time.perf_counter() - t, 1)
+        results.setdefault("section_seconds", {}).update(seconds)
+    else:
+        if "quality" in sections:
+            results["quality"], results["training"] = records, training
+        if need_model and "throughput" in sections:
+            t = time.perf_counter()
+            results["throughput"] = run_throughput(st, work, model_dir)
+            seconds["throughput"] = round(time.perf_counter() - t, 1)
+        if need_model and "scaling" in sections:
+            t = time.perf_counter()
+            results["scaling"], results["scaling_summary"] = run_scaling(st, work, model_dir)
+            seconds["scaling"] = round(time.perf_counter() - t, 1)
+        seconds["total"] = round(time.perf_counter() - t_all, 1)
+        seconds["cpu_total"] = round(CPU_SECONDS[0], 1)  # all measuring processes; idle 2-core wall >= cpu/2
+        results["section_seconds"] = seconds
+        results["settings"] = _settings_summary(st)
+        results["machine"]["load_average_at_end"] = load_average()
+    tmp = res_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    tmp.rename(res_path)
+    write_markdown(results, out / "RESULTS.md")
+    _say(f"wrote {res_path} and {out / 'RESULTS.md'} in {time.perf_counter() - t_all:.0f} s")
+    return results
+
+
+def _settings_summary(st: Settings) -> dict:
+    d = asdict(st)
+    for c in d["catalogs"]:
+        c["path"] = str(Path(c["path"]).relative_to(ROOT.parent)) if ROOT.parent in Path(c["path"]).parents \
+            else str(c["path"])
+        c["config"] = str(Path(c["config"]).relative_to(ROOT))
+    d["bigbasket_level2_caps"] = BIGBASKET_L2_CAPS
+    return d
