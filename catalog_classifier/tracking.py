@@ -83,6 +83,15 @@ def _is_number(v) -> bool:
     return f == f
 
 
+def _model_dir(pyfunc_dir: Path) -> Path:
+    """The saved CatalogClassifier directory inside a downloaded pyfunc model (named in MLmodel)."""
+    import yaml
+
+    meta = yaml.safe_load((pyfunc_dir / "MLmodel").read_text())
+    rel = meta["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
+    return pyfunc_dir / rel
+
+
 @dataclass
 class LoadedModel:
     clf: Any
@@ -125,8 +134,12 @@ def load_model(uri_or_path: str, tc: TrackingConfig, cache_dir: str | Path = ".c
             source = uri_or_path
     except MlflowException as e:
         raise FileNotFoundError(f"cannot resolve {uri_or_path}: {e.message}") from None
-    target = Path(cache_dir) / (f"{name}-v{version}" if version else str(abs(hash(source))))
-    if not (target / "artifacts" / "model_dir" / "stack" / "stack.json").exists():
+    import hashlib
+
+    # keyed by what the model *is* (run id / source), so another tracking store's "v1" never aliases it
+    key = hashlib.sha256(f"{tc.tracking_uri}|{run_id}|{source}".encode()).hexdigest()[:16]
+    target = Path(cache_dir) / f"{name or 'model'}-v{version}-{key}"
+    if not (target / "MLmodel").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(target) + f".tmp{os.getpid()}")
         mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
@@ -136,5 +149,5 @@ def load_model(uri_or_path: str, tc: TrackingConfig, cache_dir: str | Path = ".c
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.rename(target)
-    clf = CatalogClassifier.load(target / "artifacts" / "model_dir")
+    clf = CatalogClassifier.load(_model_dir(target))
     return LoadedModel(clf, name or "catalog-classifier", version, run_id, source)
