@@ -83,6 +83,8 @@ class StackConfig:
     min_support: int = 10
     # one-sided confidence for the precision lower bound used when choosing thresholds
     precision_confidence: float = 0.0
+    # LightGBM starts from a log-opinion pool of the base models and only learns corrections
+    boost_from_pool: bool = True
 
 
 @dataclass

@@ -39,10 +39,11 @@ def lgbm_params(n_classes: int, learning_rate: float, num_leaves: int, min_data_
     }
 
 
-def _dataset(X, y, weight, names, cats, reference=None):
+def _dataset(X, y, weight, names, cats, reference=None, init_score=None):
+    # LightGBM wants a multiclass init_score as [n, C]; it is added to the raw score
     return lgb.Dataset(
         X, label=y, weight=weight, feature_name=[f"f{i}_{_safe(n)}" for i, n in enumerate(names)],
-        categorical_feature=cats, free_raw_data=False, reference=reference,
+        categorical_feature=cats, free_raw_data=False, reference=reference, init_score=init_score,
     )
 
 
@@ -56,11 +57,14 @@ def train_meta(
     num_boost_round: int, weight: np.ndarray | None = None,
     X_valid: sp.csr_matrix | None = None, y_valid: np.ndarray | None = None,
     w_valid: np.ndarray | None = None, early_stopping_rounds: int = 30,
+    init: np.ndarray | None = None, init_valid: np.ndarray | None = None,
 ) -> lgb.Booster:
-    train = _dataset(X, y, weight, names, cats)
+    """Train; ``init``/``init_valid`` are starting raw scores [n, C] the trees correct
+    (the booster's own predictions then exclude them: add them back)."""
+    train = _dataset(X, y, weight, names, cats, init_score=init)
     if X_valid is None:
         return lgb.train(params, train, num_boost_round=num_boost_round)
-    valid = _dataset(X_valid, y_valid, w_valid, names, cats, reference=train)
+    valid = _dataset(X_valid, y_valid, w_valid, names, cats, reference=train, init_score=init_valid)
     return lgb.train(
         params, train, num_boost_round=num_boost_round, valid_sets=[valid],
         callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
