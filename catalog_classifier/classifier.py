@@ -96,7 +96,7 @@ class CatalogClassifier:
             learning_rate=s.learning_rate, num_leaves=s.num_leaves, min_data_in_leaf=s.min_data_in_leaf,
             num_boost_round=s.num_boost_round, early_stopping_rounds=s.early_stopping_rounds,
             class_weight=s.class_weight, target_precision=s.target_precision, min_support=s.min_support,
-            precision_confidence=s.precision_confidence)
+            precision_confidence=s.precision_confidence, boost_from_pool=s.boost_from_pool)
 
     # ---------------------------------------------------------------- fit
     def labels_for(self, items: pd.DataFrame) -> pd.Series:
@@ -132,6 +132,10 @@ class CatalogClassifier:
         self.rules, self.disabled_rules_ = _rules_for(self.rules, self.labels_)
         for rid, why in self.disabled_rules_.items():
             say(f"rule {rid} disabled for this model: {why}")
+        # rows a rule routes are never decided by the model: they must not set its thresholds
+        oof_pred = list(np.array(self.labels_, dtype=object)[self.stack_.oof_proba_.argmax(1)])
+        fired = self.rules.apply(items.reset_index(drop=True), oof_pred)
+        self.stack_.set_threshold_rows(fired["rule_action"].isna().to_numpy())
         self.versions_ = library_versions()
         return self
 

@@ -21,6 +21,7 @@ from .folds import fold_indices, make_folds
 from .lgbm import balanced_weights, lgbm_params, raw_scores, train_meta
 from .meta_features import Passthrough, build_meta_matrix
 from .oof import out_of_fold_proba
+from .pool import LogPool
 from .subset import take
 from .thresholds import select_thresholds
 
@@ -42,6 +43,8 @@ class StackParams:
     target_precision: float = 0.95
     min_support: int = 10
     precision_confidence: float = 0.0
+    # start the trees from a log-opinion pool of the base models (see stacking/pool.py)
+    boost_from_pool: bool = True
 
 
 class StackedClassifier:
@@ -76,7 +79,8 @@ class StackedClassifier:
             self.base_oof_, passthrough, p.max_classes_full)
         w = balanced_weights(y, n_classes) if p.class_weight == "balanced" else None
         self.lgb_params_ = lgbm_params(n_classes, p.learning_rate, p.num_leaves, p.min_data_in_leaf, p.seed)
-        # 3. out-of-fold meta predictions (early stopping on another fold) -> calibration data
+        # 3. out-of-fold meta predictions (early stopping on another fold) -> calibration data.
+        #    The pool the trees start from is itself fitted on the fold's training rows only.
         self.progress("meta: out-of-fold LightGBM")
         oof_logits = np.zeros((len(y), n_classes))
         folds = np.unique(self.fold_)
@@ -84,30 +88,56 @@ class StackedClassifier:
         for i, k in enumerate(folds):
             train_idx, test_idx = fold_indices(self.fold_, k)
             fit_idx, val_idx = _early_stopping_split(train_idx, y, p.seed + i)
+            init = self._init_scores(y, train_idx, (fit_idx, val_idx, test_idx))
             booster = train_meta(
                 F[fit_idx], y[fit_idx], self.feature_names_, self.categorical_, self.lgb_params_,
                 p.num_boost_round, None if w is None else w[fit_idx],
-                F[val_idx], y[val_idx], None if w is None else w[val_idx], p.early_stopping_rounds)
+                F[val_idx], y[val_idx], None if w is None else w[val_idx], p.early_stopping_rounds,
+                init=init[0], init_valid=init[1])
             best_iters.append(max(booster.best_iteration, 1))
             oof_logits[test_idx] = raw_scores(booster, F[test_idx], booster.best_iteration or None)
+            if init[2] is not None:
+                oof_logits[test_idx] += init[2]
         # 4. final meta on all rows, rounds scaled up for the larger training set
         self.num_rounds_ = int(np.ceil(np.median(best_iters) * 1.2))
         self.num_rounds_ = min(self.num_rounds_, p.num_boost_round)
         self.progress(f"meta: final LightGBM, {self.num_rounds_} rounds")
+        all_idx = np.arange(len(y))
+        init_all = self._init_scores(y, all_idx, (all_idx,))[0]
+        self.pool_ = self._pool
         self.booster_ = train_meta(F, y, self.feature_names_, self.categorical_, self.lgb_params_,
-                                   self.num_rounds_, w)
+                                   self.num_rounds_, w, init=init_all)
         # 5. calibration and thresholds, both on held-out (out-of-fold) meta scores
         self.temperature_ = fit_temperature(oof_logits, y)
         self.oof_proba_ = apply_temperature(oof_logits, self.temperature_)
         self.y_ = y
-        self.thresholds_ = select_thresholds(y, self.oof_proba_, p.target_precision, p.min_support,
-                                             p.precision_confidence)
+        self.threshold_rows_ = np.ones(len(y), dtype=bool)
+        self.thresholds_ = self._select(p.target_precision)
         return self
+
+    def _select(self, target: float) -> np.ndarray:
+        m = self.threshold_rows_
+        return select_thresholds(self.y_[m], self.oof_proba_[m], target, self.params.min_support,
+                                 self.params.precision_confidence)
+
+    def set_threshold_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Choose thresholds on these training rows only (e.g. those no rule will route:
+        the model never decides the others, so they must not set its thresholds)."""
+        self.threshold_rows_ = np.asarray(rows, dtype=bool)
+        self.thresholds_ = self._select(self.params.target_precision)
+        return self.thresholds_
+
+    def _init_scores(self, y, fit_rows, parts) -> list:
+        """Pool fitted on ``fit_rows`` (out-of-fold probabilities), its logits for each part."""
+        self._pool = None
+        if not self.params.boost_from_pool:
+            return [None] * len(parts)
+        self._pool = LogPool().fit(self.base_oof_, y, fit_rows)
+        return [self._pool.scores(self.base_oof_, idx) for idx in parts]
 
     def set_target_precision(self, target: float) -> np.ndarray:
         """Re-choose thresholds for another target on the stored out-of-fold scores."""
-        self.thresholds_ = select_thresholds(self.y_, self.oof_proba_, target, self.params.min_support,
-                                             self.params.precision_confidence)
+        self.thresholds_ = self._select(target)
         self.params.target_precision = target
         return self.thresholds_
 
@@ -119,7 +149,10 @@ class StackedClassifier:
                       base_proba: dict[str, np.ndarray] | None = None) -> np.ndarray:
         base = self.base_proba(X) if base_proba is None else base_proba
         F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full)
-        return apply_temperature(raw_scores(self.booster_, F), self.temperature_)
+        logits = raw_scores(self.booster_, F)
+        if getattr(self, "pool_", None) is not None:
+            logits = logits + self.pool_.scores(base)
+        return apply_temperature(logits, self.temperature_)
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | Path) -> None:
@@ -131,11 +164,13 @@ class StackedClassifier:
             bases[name] = f"{cls.__module__}:{cls.__qualname__}"
             model.save(path / "base" / name)
         self.booster_.save_model(str(path / "meta_lgbm.txt"))
-        np.savez_compressed(path / "oof.npz", oof_proba=self.oof_proba_, y=self.y_, fold=self.fold_)
+        np.savez_compressed(path / "oof.npz", oof_proba=self.oof_proba_, y=self.y_, fold=self.fold_,
+                            threshold_rows=self.threshold_rows_)
         state = {
             "params": self.params.__dict__, "bases": bases, "n_classes": self.n_classes_,
             "feature_names": self.feature_names_, "categorical": self.categorical_,
             "temperature": self.temperature_, "num_rounds": self.num_rounds_,
+            "pool": None if self.pool_ is None else self.pool_.to_dict(),
             "thresholds": [None if not np.isfinite(t) else float(t) for t in self.thresholds_],
         }
         (path / "stack.json").write_text(json.dumps(state, indent=2))
@@ -150,10 +185,12 @@ class StackedClassifier:
         self.categorical_ = state["categorical"]
         self.temperature_ = state["temperature"]
         self.num_rounds_ = state["num_rounds"]
+        self.pool_ = LogPool.from_dict(state.get("pool"))
         self.thresholds_ = np.array([np.inf if t is None else t for t in state["thresholds"]])
         self.booster_ = lgb.Booster(model_file=str(path / "meta_lgbm.txt"))
         oof = np.load(path / "oof.npz")
         self.oof_proba_, self.y_, self.fold_ = oof["oof_proba"], oof["y"], oof["fold"]
+        self.threshold_rows_ = oof["threshold_rows"] if "threshold_rows" in oof else np.ones(len(self.y_), bool)
         self.base_models_ = {}
         for name, qual in state["bases"].items():
             module, _, qualname = qual.partition(":")
