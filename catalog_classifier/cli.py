@@ -108,15 +108,20 @@ def evaluate(
     image_root: Optional[str] = typer.Option(None),
     report: Path = typer.Option(Path("reports/evaluation.json"), help="records are merged into this file"),
     log_mlflow: bool = typer.Option(True, help="log metrics and pictures to MLflow"),
+    protocol: str = typer.Option("nested", help="nested: every outer fold trains the whole product "
+                                 "(honest, K+1 fits per fold); oof: score one fit's own out-of-fold "
+                                 "layer (one fit; for large catalogs)"),
 ):
     """Stratified, grouped K-fold CV of the stack, each base model and the TF-IDF peer."""
+    if protocol not in ("nested", "oof"):
+        raise typer.BadParameter("--protocol must be 'nested' or 'oof'")
     from .training import evaluate_and_report
 
     cfg = _config(config, adapter, None, image_root)
     if inner_folds:
         cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
     cat = _read(catalog, cfg)
-    out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow)
+    out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow, protocol)
     typer.echo(json.dumps(out, indent=2))
 
 

@@ -37,10 +37,13 @@ class CVResult:
     labels: list[str]
     y: np.ndarray
     proba: dict[str, np.ndarray]  # model name -> out-of-fold probabilities [n, C]
-    accepted: dict[float, np.ndarray]  # target -> stack auto-accept mask (thresholds from inner OOF)
+    accepted: dict[float, np.ndarray]  # target -> auto-accept mask of the product (stack + rules)
     fold: np.ndarray
     seconds: float
     per_fold: list[dict] = field(default_factory=list)
+    protocol: str = "nested"  # or evaluation_oof.PROTOCOL
+    final: np.ndarray | None = None  # category index the product outputs (a rule may force one)
+    accepted_model: dict[float, np.ndarray] | None = None  # thresholds alone, no rules
 
 
 def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
@@ -59,6 +62,9 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     names = ["stack", "tfidf_lr"] + [BASE_REPORT_NAMES.get(b, b) for b in probe.base_names]
     proba = {m: np.full((n, C), np.nan) for m in names}
     accepted = {t: np.zeros(n, dtype=bool) for t in TARGETS}
+    accepted_model = {t: np.zeros(n, dtype=bool) for t in TARGETS}
+    final = np.full(n, -1)
+    label_index = {l: i for i, l in enumerate(labels)}
     per_fold = []
     bar = tqdm(range(n_outer), desc=f"CV {catalog_name} L{config.catalog.label_depth}", disable=not progress)
     for k in bar:
@@ -77,14 +83,24 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         rec = {"fold": int(k), "n_test": int(len(te))}
         pred_global = cols[p.argmax(1)]  # fold-model class -> global class index
         for t in TARGETS:
+            key = f"{int(t * 100):03d}"
+            # the model alone: thresholds from the fold model's inner out-of-fold scores
             thr = select_thresholds(clf.stack_.y_, clf.stack_.oof_proba_, t, config.stack.min_support,
                                     config.stack.precision_confidence)
-            acc = p.max(1) >= thr[p.argmax(1)]
-            accepted[t][te] = acc
+            acc_m = p.max(1) >= thr[p.argmax(1)]
+            accepted_model[t][te] = acc_m
+            # the product as shipped: the same model routed with its rules
+            clf.set_target_precision(t)
+            routed = clf.route(items.iloc[te].reset_index(drop=True), p)
+            acc = (routed["status"] == "accepted").to_numpy()
+            fin = routed["category"].map(lambda c: label_index.get(c, -1)).to_numpy()
+            accepted[t][te], final[te] = acc, fin
             # a true class absent from this fold's training part simply counts as an error
-            cov = float(acc.mean())
-            prec = float((pred_global[acc] == y[te][acc]).mean()) if acc.any() else float("nan")
-            rec[f"coverage_at_{int(t * 100):03d}"], rec[f"precision_at_{int(t * 100):03d}"] = cov, prec
+            rec[f"coverage_at_{key}"] = float(acc.mean())
+            rec[f"precision_at_{key}"] = float((fin[acc] == y[te][acc]).mean()) if acc.any() else None
+            rec[f"model_only_coverage_at_{key}"] = float(acc_m.mean())
+            rec[f"model_only_precision_at_{key}"] = (float((pred_global[acc_m] == y[te][acc_m]).mean())
+                                                     if acc_m.any() else None)
         per_fold.append(rec)
         bar.set_postfix(stack_acc=f"{(pred_global == y[te]).mean():.3f}")
     for m in proba:  # rows a model could not score (no image) count as uniform guesses
@@ -92,7 +108,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         blank = proba[m].sum(1) == 0
         proba[m][blank] = 1.0 / C
     return CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
-                    time.time() - t0, per_fold)
+                    time.time() - t0, per_fold, final=final, accepted_model=accepted_model)
 
 
 def _texts(items: pd.DataFrame, config: Config) -> ItemInputs:
@@ -106,13 +122,20 @@ def records(res: CVResult) -> list[dict]:
     for m, p in res.proba.items():
         met = classification_metrics(res.y, p.argmax(1), res.labels)
         rec = {"catalog": res.catalog, "level": res.level, "model": m, "accuracy": met["accuracy"],
-               "macro_f1": met["macro_f1"], "n_items": int(len(res.y)), "n_categories": len(res.labels)}
+               "macro_f1": met["macro_f1"], "n_items": int(len(res.y)), "n_categories": len(res.labels),
+               "cv": f"{len(np.unique(res.fold))}-fold, {res.protocol}"}
         if m == "stack":
+            final = p.argmax(1) if res.final is None else res.final
             for t in TARGETS:
                 acc = res.accepted[t]
                 key = f"{int(t * 100):03d}"
                 rec[f"coverage_at_{key}"] = float(acc.mean())
-                rec[f"precision_at_{key}"] = float((p.argmax(1)[acc] == res.y[acc]).mean()) if acc.any() else None
+                rec[f"precision_at_{key}"] = float((final[acc] == res.y[acc]).mean()) if acc.any() else None
+                if res.accepted_model is not None:
+                    am = res.accepted_model[t]
+                    rec[f"model_only_coverage_at_{key}"] = float(am.mean())
+                    rec[f"model_only_precision_at_{key}"] = (float((p.argmax(1)[am] == res.y[am]).mean())
+                                                             if am.any() else None)
             rec["per_fold"] = res.per_fold
             rec["cv_seconds"] = round(res.seconds, 1)
         rec["per_category"] = met["per_category"]

@@ -79,13 +79,20 @@ def _promote_first(cfg: Config, version) -> None:
 
 
 def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: int, report: Path,
-                        log_mlflow: bool = True) -> list[dict]:
+                        log_mlflow: bool = True, protocol: str = "nested") -> list[dict]:
+    """Evaluate each label level (nested CV, or the one-fit out-of-fold protocol) and merge
+    the records into ``report``; pictures go to ``report``'s folder/figures."""
     from .evaluation import cross_validate, records, save_pictures
+    from .evaluation_oof import oof_cross_validate
 
     all_recs, pics = [], []
     for level in tqdm(levels, desc="levels", disable=len(levels) < 2):
         lc = cfg.with_overrides(catalog={"label_depth": level})
-        res = cross_validate(cat.items, lc, name, cat.image_root, n_outer=folds, seed=cfg.stack.seed)
+        if protocol == "oof":
+            res, _ = oof_cross_validate(cat.items, lc.with_overrides(stack={"n_folds": folds}), name,
+                                        cat.image_root)
+        else:
+            res = cross_validate(cat.items, lc, name, cat.image_root, n_outer=folds, seed=cfg.stack.seed)
         all_recs += records(res)
         pics += save_pictures(res, report.parent / "figures")
         atomic_write_json(_merge(report, records(res)), report)  # a finished level is never lost

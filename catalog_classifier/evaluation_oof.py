@@ -1,0 +1,84 @@
+"""The cheaper evaluation protocol: one fit, scored from its own out-of-fold layer.
+
+``CatalogClassifier.fit`` already holds a K-fold out-of-fold layer: every base model's
+probabilities for a row come from a model that never saw that row, and so do the
+meta-classifier's (temperature-scaled) probabilities. Scoring those rows is K-fold CV at
+the cost of one fit, instead of K+1 fits per outer fold for nested CV. It is slightly
+kinder than nested CV (the base models that built a row's meta *features* saw the other
+folds), so records say which protocol produced them (``"cv"``).
+
+Coverage and precision at a target are cross-fitted: fold k is routed with thresholds
+chosen on the other folds' out-of-fold scores, never on the rows they are judged on.
+Used for catalogs too large for nested CV on a small machine (BigBasket: 27.5k items) and
+by the benchmark.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from stacking import select_thresholds
+
+from .classifier import CatalogClassifier
+from .config import Config
+from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts
+from .models.peers import TfidfLR
+
+PROTOCOL = "out-of-fold layer of one fit, thresholds cross-fitted"
+
+
+def fill_missing(proba: np.ndarray) -> np.ndarray:
+    """Rows a model could not score (no image) count as uniform guesses."""
+    p = np.where(np.isnan(proba), 0.0, np.asarray(proba, dtype=np.float64))
+    p[p.sum(1) == 0] = 1.0 / p.shape[1]
+    return p
+
+
+def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float) -> np.ndarray:
+    """Auto-accept mask where fold k's thresholds come from the other folds' scores only."""
+    accepted = np.zeros(len(y), dtype=bool)
+    for k in np.unique(fold):
+        te, tr = fold == k, fold != k
+        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence)
+        p = proba[te]
+        accepted[te] = p.max(1) >= thr[p.argmax(1)]
+    return accepted
+
+
+def per_fold(y, proba, fold, accepted: dict[float, np.ndarray]) -> list[dict]:
+    pred, out = proba.argmax(1), []
+    for k in np.unique(fold):
+        rec = {"fold": int(k), "n_test": int((fold == k).sum())}
+        for t, acc in accepted.items():
+            m = acc & (fold == k)
+            key = f"{int(round(t * 100)):03d}"
+            rec[f"coverage_at_{key}"] = float(m.sum() / (fold == k).sum())
+            rec[f"precision_at_{key}"] = float((pred[m] == y[m]).mean()) if m.any() else None
+        out.append(rec)
+    return out
+
+
+def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
+                       progress: bool = True) -> tuple[CVResult, CatalogClassifier]:
+    """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's)."""
+    t0 = time.time()
+    clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
+    st = clf.stack_
+    y, fold, labels = st.y_, st.fold_, list(clf.labels_)
+    proba = {"stack": st.oof_proba_}
+    for name, p in st.base_oof_.items():
+        proba[BASE_REPORT_NAMES.get(name, name)] = p
+    keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
+    X_text = _texts(items.loc[keep].reset_index(drop=True), config)
+    from stacking.oof import out_of_fold_proba
+
+    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=config.stack.seed), X_text, y, fold, len(labels))
+    proba = {m: fill_missing(p) for m, p in proba.items()}
+    s = config.stack
+    accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence)
+                for t in TARGETS}
+    res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
+                   time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL)
+    return res, clf
