@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
                                  "'gpu' block of an existing results.json (see bench/gpu.sh)"),
         threads: Optional[int] = typer.Option(None, help="torch threads in the measuring processes"),
         note: list[str] = typer.Option(None, "--note", help="a line about the run's conditions, for RESULTS.md"),
+        resume: bool = typer.Option(False, "--resume", help="keep the scratch folder and reuse measurements "
+                                    "finished there with identical settings (after an interrupted run)"),
+        render: bool = typer.Option(False, "--render", help="only re-write RESULTS.md from OUT/results.json "
+                                    "(adding any --note)"),
     ):
         """Benchmark quality, throughput, scaling and training cost; write results.json + RESULTS.md."""
         from .runner import SECTIONS, run_bench
@@ -37,8 +41,20 @@ def register(app: typer.Typer) -> None:
                 typer.secho("error: --gpu needs a CUDA device; none is visible", fg="red", err=True)
                 raise typer.Exit(3)
         out = out or (Path("out/bench-quick") if quick else Path("bench"))
+        if render:
+            import json
+
+            from .report import write_markdown
+
+            res = json.loads((out / "results.json").read_text())
+            if note:
+                res["notes"] = res.get("notes", []) + list(note)
+                (out / "results.json").write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+            typer.echo(str(write_markdown(res, out / "RESULTS.md")))
+            return
         try:
-            run_bench(out, quick=quick, sections=sections, work=work, gpu=gpu, threads=threads, notes=note or [])
+            run_bench(out, quick=quick, sections=sections, work=work, gpu=gpu, threads=threads, notes=note or [],
+                      resume=resume)
         except BenchError as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import catalog_classifier
 
 from .machine import load_average, machine_info, now_iso, versions
-from .worker import CPU_SECONDS, spawn
+from .worker import CPU_SECONDS, REUSE, spawn
 
 ROOT = Path(catalog_classifier.__file__).resolve().parents[1]
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
@@ -171,15 +171,17 @@ def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
 
 
 def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIONS, work: Path | None = None,
-              gpu: bool = False, threads: int | None = None, notes: list[str] = ()) -> dict:
+              gpu: bool = False, threads: int | None = None, notes: list[str] = (), resume: bool = False) -> dict:
     """Run the benchmark; write out/results.json and out/RESULTS.md; return the results."""
     from .report import write_markdown
 
     st = settings(quick, device="cuda" if gpu else "cpu")
     st.threads = threads
     work = Path(work or (ROOT / "out" / ("bench-work-quick" if quick else "bench-work")))
-    shutil.rmtree(work, ignore_errors=True)  # fresh caches: cold means cold
-    work.mkdir(parents=True)
+    REUSE[0] = resume
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)  # fresh caches: cold means cold
+    work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     res_path = out / "results.json"

@@ -20,6 +20,7 @@ class BenchError(RuntimeError):
 
 
 CPU_SECONDS = [0.0]  # CPU time of all measuring processes so far (a load-independent cost proxy)
+REUSE = [False]  # set by `bench --resume`
 
 
 def spawn(task: str, spec: dict, work: Path, name: str, timeout_s: float | None = None,
@@ -27,6 +28,12 @@ def spawn(task: str, spec: dict, work: Path, name: str, timeout_s: float | None 
     """Run TASK(spec) in a child process; its result plus process wall time and peak RSS."""
     work.mkdir(parents=True, exist_ok=True)
     spec_path, res_path, log_path = (work / f"{name}.{ext}" for ext in ("spec.json", "result.json", "log"))
+    done = work / f"{name}.done.json"
+    if REUSE[0] and done.exists():  # --resume: a finished measurement with the same spec is kept
+        old = json.loads(done.read_text())
+        if old.get("spec") == spec:
+            CPU_SECONDS[0] += old["result"].get("process_cpu_s", 0.0)
+            return {**old["result"], "reused": True}
     spec_path.write_text(json.dumps(spec, indent=1))
     res_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "catalog_classifier.bench.worker", task, str(spec_path), str(res_path)]
@@ -53,6 +60,7 @@ def spawn(task: str, spec: dict, work: Path, name: str, timeout_s: float | None 
     res["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
     res["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
     CPU_SECONDS[0] += usage.ru_utime + usage.ru_stime
+    done.write_text(json.dumps({"spec": spec, "result": res}, indent=1))
     return res
 
 
