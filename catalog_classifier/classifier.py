@@ -74,7 +74,9 @@ class CatalogClassifier:
         reasons = [None] * len(items)
         if embeddings is None:
             embeddings, reasons = self.embed_images(items, image_root, progress)
-        return ItemInputs(texts, titles, embeddings), reasons
+        raw = items["brand"] if "brand" in items else [None] * len(items)
+        brands = np.array([normalize_text(b, 100) for b in raw], dtype=object)
+        return ItemInputs(texts, titles, embeddings, brands), reasons
 
     def _passthrough(self, items: pd.DataFrame, X: ItemInputs) -> Passthrough:
         has_image = None if X.embeddings is None else ~np.isnan(X.embeddings).any(1)

@@ -11,10 +11,12 @@ class ItemInputs:
     texts: np.ndarray  # object array of normalised title+description strings
     titles: np.ndarray  # object array of normalised titles
     embeddings: np.ndarray | None = None  # float32 [n, d]; NaN rows = no usable image
+    brands: np.ndarray | None = None  # object array of normalised brand names ("" = unknown)
 
     def take(self, idx: np.ndarray) -> "ItemInputs":
         return ItemInputs(self.texts[idx], self.titles[idx],
-                          None if self.embeddings is None else self.embeddings[idx])
+                          None if self.embeddings is None else self.embeddings[idx],
+                          None if self.brands is None else self.brands[idx])
 
     def __len__(self) -> int:
         return len(self.texts)
