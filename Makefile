@@ -29,7 +29,7 @@ test: $(STAMP)
 ## Re-create reports/evaluation.json (5-fold nested CV; about an hour on 2 cores).
 evaluate: $(STAMP)
 	$(BIN)/catalog-classifier evaluate --catalog $(DEMO) --config $(DEMO_CFG) --name flipkart1050 --level 1 --level 2
-	$(BIN)/catalog-classifier evaluate --catalog "$(SHARED)/bigbasket/BigBasket Products.csv" --config configs/bigbasket.yaml --name bigbasket --level 1 --level 2 --inner-folds 3
+	$(BIN)/catalog-classifier evaluate --catalog "$(SHARED)/bigbasket/BigBasket Products.csv" --config configs/bigbasket.yaml --name bigbasket --level 1 --level 2 --protocol oof
 
 bench: $(STAMP)
 	$(BIN)/catalog-classifier bench

@@ -25,28 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation_oof import crossfit_accept, fill_missing  # one implementation for both
+
 TARGETS = (0.95, 0.98)
 REPORT_NAMES = {"image_head": "image", "char_cnn": "text", "linear_text": "linear_text"}
-
-
-def fill_missing(proba: np.ndarray) -> np.ndarray:
-    """Rows a model could not score (no image) count as uniform guesses, as in evaluate."""
-    p = np.where(np.isnan(proba), 0.0, np.asarray(proba, dtype=np.float64))
-    p[p.sum(1) == 0] = 1.0 / p.shape[1]
-    return p
-
-
-def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float) -> np.ndarray:
-    """Auto-accept mask where fold k's thresholds come from the other folds' scores only."""
-    from stacking import select_thresholds
-
-    accepted = np.zeros(len(y), dtype=bool)
-    for k in np.unique(fold):
-        te, tr = fold == k, fold != k
-        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence)
-        p = proba[te]
-        accepted[te] = p.max(1) >= thr[p.argmax(1)]
-    return accepted
 
 
 def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = False) -> dict:
