@@ -24,7 +24,7 @@ run: $(STAMP)
 	@echo "model version: models/demo   night: $(NIGHT)   MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 ## Re-create reports/evaluation.json (5-fold nested CV; about an hour on 2 cores).
 evaluate: $(STAMP)

@@ -82,7 +82,10 @@ def test_queue_order_duplicates_rules_and_audit_share(predictions, demo_catalog)
     keys = q["title"].map(title_key).tolist()
     assert all(a != b for a, b in zip(keys, keys[1:]))
     copies = model["title"].map(title_key).duplicated().to_numpy()
-    assert copies.sum() == 12 and (np.diff(copies.astype(int)) >= 0).all()
+    # 12 injected copies (6 titles x 2 shops), plus any near-duplicates the real catalog has
+    injected = model["item_id"].str.contains("-shop").to_numpy()
+    assert injected.sum() == 12 and copies.sum() >= 12
+    assert (np.diff(copies.astype(int)) >= 0).all()
 
     # rule-forced reviews and audit rows are spread through the queue, not piled at one end
     rule_pos = np.flatnonzero(q["queue_reason"].str.startswith("review: rule ").to_numpy())
