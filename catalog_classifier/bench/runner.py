@@ -75,7 +75,7 @@ def settings(quick: bool, device: str = "cpu") -> Settings:
         cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1, 2), BIGBASKET_CAPS,
                                 subsample=BIGBASKET_ITEMS))
     return Settings(False, cats, throughput_repeats=3, limit_images=256, throughput_rows=None,
-                    scaling_replicas=(1, 4, 16), scaling_rows=None, device=device)
+                    scaling_replicas=(1, 4, 8, 16), scaling_rows=None, device=device)
 
 
 def _merge(*dicts: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Scaling: the nightly path on the demo catalog replicated 1x, 4x, 16x.
+"""Scaling: the nightly path on the demo catalog replicated 1x, 4x, 8x, 16x.
 
 Replica r > 0 gets item_id ``<uniq_id>-r<r>``, so every row is a distinct item for the
 job (no duplicate-id rejections), while the image files are shared: with a fresh
