@@ -102,3 +102,16 @@ def test_model_directory_carries_everything(trained_model_dir):
     assert versions["torch"] and versions["lightgbm"] and versions["sentencepiece"]
     thr = json.loads((trained_model_dir / "thresholds.json").read_text())
     assert set(thr["thresholds"]) == set(json.loads((trained_model_dir / "labels.json").read_text()))
+
+
+def test_rows_a_rule_routes_do_not_choose_thresholds(trained_model_dir, demo_catalog):
+    """Towel and wall-sticker listings always go to review by rule, so the model never decides
+    them: the saved model chose its thresholds without those training rows."""
+    clf = CatalogClassifier.load(trained_model_dir)
+    train = demo_catalog.items.sample(frac=0.8, random_state=0).sort_index().reset_index(drop=True)
+    rows = clf.stack_.threshold_rows_
+    assert len(rows) == len(train)
+    titles = train["title"].str.lower()
+    towel = titles.str.contains(r"\btowels?\b").to_numpy()
+    assert towel.sum() >= 10 and not rows[towel].any()
+    assert rows.mean() > 0.9  # everything else still counts
