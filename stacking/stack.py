@@ -88,7 +88,7 @@ class StackedClassifier:
         for i, k in enumerate(folds):
             train_idx, test_idx = fold_indices(self.fold_, k)
             fit_idx, val_idx = _early_stopping_split(train_idx, y, p.seed + i)
-            init = self._init_scores(y, train_idx, (fit_idx, val_idx, test_idx))
+            _, init = self._init_scores(y, train_idx, (fit_idx, val_idx, test_idx))
             booster = train_meta(
                 F[fit_idx], y[fit_idx], self.feature_names_, self.categorical_, self.lgb_params_,
                 p.num_boost_round, None if w is None else w[fit_idx],
@@ -103,8 +103,7 @@ class StackedClassifier:
         self.num_rounds_ = min(self.num_rounds_, p.num_boost_round)
         self.progress(f"meta: final LightGBM, {self.num_rounds_} rounds")
         all_idx = np.arange(len(y))
-        init_all = self._init_scores(y, all_idx, (all_idx,))[0]
-        self.pool_ = self._pool
+        self.pool_, (init_all,) = self._init_scores(y, all_idx, (all_idx,))
         self.booster_ = train_meta(F, y, self.feature_names_, self.categorical_, self.lgb_params_,
                                    self.num_rounds_, w, init=init_all)
         # 5. calibration and thresholds, both on held-out (out-of-fold) meta scores
@@ -127,13 +126,13 @@ class StackedClassifier:
         self.thresholds_ = self._select(self.params.target_precision)
         return self.thresholds_
 
-    def _init_scores(self, y, fit_rows, parts) -> list:
-        """Pool fitted on ``fit_rows`` (out-of-fold probabilities), its logits for each part."""
-        self._pool = None
+    def _init_scores(self, y, fit_rows, parts) -> tuple[LogPool | None, list]:
+        """Pool fitted on ``fit_rows`` (out-of-fold probabilities) and its logits for each part
+        (no pool and ``None`` logits when ``boost_from_pool`` is off)."""
         if not self.params.boost_from_pool:
-            return [None] * len(parts)
-        self._pool = LogPool().fit(self.base_oof_, y, fit_rows)
-        return [self._pool.scores(self.base_oof_, idx) for idx in parts]
+            return None, [None] * len(parts)
+        pool = LogPool().fit(self.base_oof_, y, fit_rows)
+        return pool, [pool.scores(self.base_oof_, idx) for idx in parts]
 
     def set_target_precision(self, target: float) -> np.ndarray:
         """Re-choose thresholds for another target on the stored out-of-fold scores."""
@@ -150,7 +149,7 @@ class StackedClassifier:
         base = self.base_proba(X) if base_proba is None else base_proba
         F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full)
         logits = raw_scores(self.booster_, F)
-        if getattr(self, "pool_", None) is not None:
+        if self.pool_ is not None:
             logits = logits + self.pool_.scores(base)
         return apply_temperature(logits, self.temperature_)
 
