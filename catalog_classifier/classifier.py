@@ -21,7 +21,7 @@ from . import models as model_registry
 from .catalog.labels import make_labels
 from .config import Config
 from .features.container import ItemInputs
-from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder
+from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder, norm_key
 from .features.text import item_texts, normalize_text
 from .features.tokens import TitleTokenizer
 from .rules import RuleSet
@@ -74,8 +74,7 @@ class CatalogClassifier:
         reasons = [None] * len(items)
         if embeddings is None:
             embeddings, reasons = self.embed_images(items, image_root, progress)
-        raw = items["brand"] if "brand" in items else [None] * len(items)
-        brands = np.array([normalize_text(b, 100) for b in raw], dtype=object)
+        brands = np.array([norm_key(b) or "" for b in items["brand"]], dtype=object)
         return ItemInputs(texts, titles, embeddings, brands), reasons
 
     def _passthrough(self, items: pd.DataFrame, X: ItemInputs) -> Passthrough:

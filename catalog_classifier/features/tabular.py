@@ -16,7 +16,8 @@ FEATURES = ["brand", "domain", "brand_freq", "log_price", "has_image", "title_le
 CATEGORICAL = [0, 1]
 
 
-def _norm_key(v) -> str | None:
+def norm_key(v) -> str | None:
+    """The key a brand or domain is known by (None = unknown); shared with the brand prior."""
     s = normalize_text(v)
     return s or None
 
@@ -28,18 +29,18 @@ class TabularEncoder:
     def fit(self, items: pd.DataFrame) -> "TabularEncoder":
         self.brand_codes_ = self._codes(items["brand"])
         self.domain_codes_ = self._codes(items["domain"])
-        brands = items["brand"].map(_norm_key).dropna()
+        brands = items["brand"].map(norm_key).dropna()
         self.brand_freq_ = (brands.value_counts() / max(len(items), 1)).to_dict()
         return self
 
     def _codes(self, col: pd.Series) -> dict[str, int]:
-        counts = col.map(_norm_key).dropna().value_counts()
+        counts = col.map(norm_key).dropna().value_counts()
         keep = sorted(counts[counts >= self.min_count].index)
         return {k: i for i, k in enumerate(keep)}
 
     def transform(self, items: pd.DataFrame, has_image: np.ndarray | None = None) -> np.ndarray:
-        brand = items["brand"].map(_norm_key)
-        domain = items["domain"].map(_norm_key)
+        brand = items["brand"].map(norm_key)
+        domain = items["domain"].map(norm_key)
         price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=np.float64)
         price = np.where((price > 0) & np.isfinite(price), price, np.nan)
         img = np.ones(len(items)) if has_image is None else np.asarray(has_image, dtype=np.float64)
