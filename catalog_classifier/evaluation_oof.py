@@ -60,22 +60,29 @@ def per_fold(y, proba, fold, accepted: dict[float, np.ndarray]) -> list[dict]:
     return out
 
 
-def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
-                       progress: bool = True) -> tuple[CVResult, CatalogClassifier]:
-    """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's)."""
-    t0 = time.time()
-    clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
+def oof_probas(clf: CatalogClassifier, items: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
+    """Out-of-fold probabilities of a fitted classifier's stack and base models (NaN rows kept),
+    plus the TF-IDF peer fitted on the very same folds."""
+    from stacking.oof import out_of_fold_proba
+
     st = clf.stack_
-    y, fold, labels = st.y_, st.fold_, list(clf.labels_)
     proba = {"stack": st.oof_proba_}
     for name, p in st.base_oof_.items():
         proba[BASE_REPORT_NAMES.get(name, name)] = p
     keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
     X_text = _texts(items.loc[keep].reset_index(drop=True), config)
-    from stacking.oof import out_of_fold_proba
+    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=config.stack.seed), X_text, st.y_, st.fold_,
+                                          len(clf.labels_))
+    return proba
 
-    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=config.stack.seed), X_text, y, fold, len(labels))
-    proba = {m: fill_missing(p) for m, p in proba.items()}
+
+def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
+                       progress: bool = True) -> tuple[CVResult, CatalogClassifier]:
+    """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's)."""
+    t0 = time.time()
+    clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
+    y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
+    proba = {m: fill_missing(p) for m, p in oof_probas(clf, items, config).items()}
     s = config.stack
     accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence)
                 for t in TARGETS}

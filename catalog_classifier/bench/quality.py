@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation_oof import crossfit_accept, fill_missing  # one implementation for both
-
-TARGETS = (0.95, 0.98)
-REPORT_NAMES = {"image_head": "image", "char_cnn": "text", "linear_text": "linear_text"}
+from ..evaluation import TARGETS
+from ..evaluation_oof import crossfit_accept, fill_missing, oof_probas  # one implementation for both
 
 
 def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = False) -> dict:
@@ -91,10 +89,7 @@ def run(spec: dict) -> dict:
 
     from ..catalog import read_catalog
     from ..classifier import CatalogClassifier
-    from ..evaluation import _texts
-    from ..models.peers import TfidfLR
     from .machine import cpu_seconds, peak_rss_mb
-    from stacking.oof import out_of_fold_proba
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -124,14 +119,9 @@ def run(spec: dict) -> dict:
 
     st = clf.stack_
     y, fold, labels = st.y_, st.fold_, clf.labels_
-    proba = {"stack": st.oof_proba_}
-    for name, p in st.base_oof_.items():
-        proba[REPORT_NAMES.get(name, name)] = p
     seconds = {}
-    keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
-    X_text = _texts(items.loc[keep].reset_index(drop=True), cfg)
     t = time.perf_counter()
-    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=cfg.stack.seed), X_text, y, fold, len(labels))
+    proba = oof_probas(clf, items, cfg)  # almost all of this is the TF-IDF peer's K fits
     seconds["tfidf_lr"] = round(time.perf_counter() - t, 1)
     if "image_head" in st.base_oof_:
         proba["frozen_cnn_lr"] = st.base_oof_["image_head"]
