@@ -45,11 +45,12 @@ def register(app: typer.Typer) -> None:
             import json
 
             from .report import write_markdown
+            from .runner import write_results
 
             res = json.loads((out / "results.json").read_text())
             if note:
                 res["notes"] = res.get("notes", []) + list(note)
-                (out / "results.json").write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+                write_results(res, out / "results.json")
             typer.echo(str(write_markdown(res, out / "RESULTS.md")))
             return
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..io_utils import atomic_write_text
 from .stages import STAGES
 
 
@@ -176,5 +177,5 @@ def write_markdown(r: dict, path: Path) -> Path:
                   "results.json.", ""]
     secs = r.get("section_seconds", {})
     lines += ["## Benchmark run time", "", ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items()), ""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text("\n".join(lines) + "\n", path)
     return path

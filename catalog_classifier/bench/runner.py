@@ -217,12 +217,17 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
         results["section_seconds"] = seconds
         results["settings"] = _settings_summary(st)
         results["machine"]["load_average_at_end"] = load_average()
-    tmp = res_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    tmp.rename(res_path)
+    write_results(results, res_path)
     write_markdown(results, out / "RESULTS.md")
     _say(f"wrote {res_path} and {out / 'RESULTS.md'} in {time.perf_counter() - t_all:.0f} s")
     return results
+
+
+def write_results(results: dict, path: Path) -> None:
+    """results.json, written atomically (the committed file is never half-written)."""
+    from ..io_utils import atomic_write_text
+
+    atomic_write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", path)
 
 
 def _settings_summary(st: Settings) -> dict:

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..io_utils import atomic_write_text
+
 
 class BenchError(RuntimeError):
     pass
@@ -60,7 +62,8 @@ def spawn(task: str, spec: dict, work: Path, name: str, timeout_s: float | None 
     res["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
     res["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
     CPU_SECONDS[0] += usage.ru_utime + usage.ru_stime
-    done.write_text(json.dumps({"spec": spec, "result": res}, indent=1))
+    # atomic: a --resume after a kill must never read half a marker
+    atomic_write_text(json.dumps({"spec": spec, "result": res}, indent=1), done)
     return res
 
 
