@@ -40,7 +40,8 @@ class CatalogClassifier:
     def _embedder(self, image_root):
         """One embedder per image root, kept: the CNN loads once, not once per chunk."""
         cache = self.__dict__.setdefault("_embedders", {})
-        key = (image_root, self.config.image.cache_dir, self.config.image.device, self.config.image.batch_size)
+        c = self.config.image
+        key = (image_root, c.cache_dir, c.cache_layout, c.device, c.batch_size)
         if key not in cache:
             cache[key] = self._new_embedder(image_root)
         return cache[key]
@@ -60,18 +61,23 @@ class CatalogClassifier:
         """Image embeddings (cached by content hash) and per-row reasons for missing ones."""
         if not self.config.image.enabled or "image_head" not in self.base_names:
             return None, [None] * len(items)
-        if items["image"].isna().all():
-            return None, ["no image"] * len(items)
+        if items["image"].isna().all():  # NaN rows, not None: has_image must read 0, as in a mixed chunk
+            from .features.embeddings import embedding_dim
+
+            return np.full((len(items), embedding_dim), np.nan, dtype=np.float32), ["no image"] * len(items)
         res = self._embedder(image_root).embed(items["image"].tolist(), progress=progress)
         self.last_embedding_stats_ = {"computed": res.n_computed, "cached": res.n_cached}
         return res.vectors, list(res.reasons)
 
     def inputs(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
-               embeddings: np.ndarray | None = None) -> tuple[ItemInputs, list]:
+               embeddings: np.ndarray | None = None, image_reasons: list | None = None
+               ) -> tuple[ItemInputs, list]:
+        """Base-model inputs. ``embeddings`` (with their ``image_reasons``) computed elsewhere,
+        e.g. by the Ray engine's CNN actors, are used as they are."""
         max_chars = self.config.catalog.max_text_chars
         texts = np.array(item_texts(items["title"], items["description"], max_chars), dtype=object)
         titles = np.array([normalize_text(t, 512) for t in items["title"]], dtype=object)
-        reasons = [None] * len(items)
+        reasons = list(image_reasons) if image_reasons is not None else [None] * len(items)
         if embeddings is None:
             embeddings, reasons = self.embed_images(items, image_root, progress)
         brands = np.array([norm_key(b) or "" for b in items["brand"]], dtype=object)
@@ -142,16 +148,17 @@ class CatalogClassifier:
 
     # ------------------------------------------------------------ predict
     def predict_proba(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
-                      embeddings: np.ndarray | None = None) -> tuple[np.ndarray, dict, list]:
-        X, reasons = self.inputs(items, image_root, progress=progress, embeddings=embeddings)
+                      embeddings: np.ndarray | None = None, image_reasons: list | None = None
+                      ) -> tuple[np.ndarray, dict, list]:
+        X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
         base = self.stack_.base_proba(X)
         proba = self.stack_.predict_proba(X, self._passthrough(items, X), base_proba=base)
         return proba, base, reasons
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
-                embeddings: np.ndarray | None = None) -> pd.DataFrame:
+                embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:
         """One row per item: category, confidence, top-3, status (accepted/review), reason, rule."""
-        proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings)
+        proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings, image_reasons)
         return self.route(items, proba, img_reasons)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:

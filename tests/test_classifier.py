@@ -74,6 +74,19 @@ def test_degenerate_items_still_get_a_prediction(trained_model_dir, heldout_item
     assert pred.loc[0, "model_category"] == full.loc[0, "model_category"]
 
 
+def test_prediction_does_not_depend_on_the_other_items_in_the_batch(trained_model_dir, heldout_items):
+    """An item without an image scores the same alone, among other image-less items, or in a
+    mixed batch (nightly chunks and Ray batches group items arbitrarily)."""
+    clf = CatalogClassifier.load(trained_model_dir)
+    items = heldout_items.head(12).reset_index(drop=True)
+    items.loc[:3, "image"] = None
+    mixed = clf.predict(items, image_root=str(DEMO_IMAGES))
+    alone = clf.predict(items.head(4), image_root=str(DEMO_IMAGES))
+    np.testing.assert_allclose(alone["confidence"], mixed["confidence"].head(4), atol=1e-9)
+    assert alone["category"].tolist() == mixed["category"].head(4).tolist()
+    assert (alone["image_issue"] == "no image").all()
+
+
 def test_save_load_in_new_process_gives_identical_predictions(trained_model_dir, heldout_items, tmp_path):
     clf = CatalogClassifier.load(trained_model_dir)
     here = clf.predict(heldout_items, image_root=str(DEMO_IMAGES))

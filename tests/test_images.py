@@ -127,6 +127,31 @@ def test_cache_is_shared_and_keyed_by_backbone(tmp_path):
     assert len(other_reader) == 1
 
 
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_file_layout_cache_for_shared_storage(model, demo_files, tmp_path, as_uri):
+    """One file per image (network filesystems, object stores): same vectors as computed,
+    never recomputed by another reader, keyed by backbone, damage is a miss."""
+    from catalog_classifier.features.cache_files import FileEmbeddingCache
+
+    root = tmp_path / "shared-cache"
+    icfg = ImageConfig(device="cpu", cache_dir=f"file://{root}" if as_uri else str(root),
+                       cache_layout="sqlite" if as_uri else "files")  # a URI means files, whatever the layout
+    refs = [str(f) for f in demo_files[:4]]
+    first = ImageEmbedder(icfg, model=model).embed(refs)
+    assert isinstance(ImageEmbedder(icfg).cache, FileEmbeddingCache)
+    assert not (root / "embeddings.sqlite").exists() and len(list(root.rglob("*.f32"))) == 4
+    other = ImageEmbedder(icfg)  # another worker on another machine, say
+    second = other.embed(refs)
+    assert (second.n_computed, second.n_cached) == (0, 4) and other._model is None
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+    assert FileEmbeddingCache(str(root), "another-backbone", EMBED_DIM).get_many(first.digests) == {}
+    damaged = next(root.rglob(f"{first.digests[0]}.f32"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    third = ImageEmbedder(icfg, model=model).embed(refs)
+    assert (third.n_computed, third.n_cached) == (1, 3)
+    np.testing.assert_allclose(third.vectors, first.vectors, atol=1e-5)
+
+
 # --- (c) hostile or broken images -----------------------------------------------------------
 
 def _png_with_header_size(width: int, height: int) -> bytes:

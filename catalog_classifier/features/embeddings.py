@@ -96,6 +96,17 @@ class EmbeddingCache:
             self._conn = None
 
 
+def open_cache(cfg: ImageConfig, key: str):
+    """SQLite on a local path (default); one file per image for ``cache_layout: files`` or a URI."""
+    from .cache_files import FileEmbeddingCache, is_uri
+
+    if cfg.cache_layout == "files" or is_uri(cfg.cache_dir):
+        return FileEmbeddingCache(cfg.cache_dir, key, EMBED_DIM)
+    if cfg.cache_layout != "sqlite":
+        raise ValueError(f"image.cache_layout must be 'sqlite' or 'files', not {cfg.cache_layout!r}")
+    return EmbeddingCache(cfg.cache_dir, key)
+
+
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32 [n, 1280]; NaN rows where ok is False
@@ -131,7 +142,7 @@ class ImageEmbedder:
         self.max_pixels = max_pixels
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.key = backbone_key(cfg)
-        self.cache = EmbeddingCache(cfg.cache_dir, self.key) if cfg.cache_dir else None
+        self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
         self._transform = build_transform(cfg.image_size)
         self._model = model
 
