@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 DEMO   := data/flipkart1050/flipkart_com-ecommerce_sample_1050.csv
 DEMO_CFG := data/flipkart1050/catalog.yaml
 NIGHT  ?= out/demo-night
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+## The optional Ray engine (nightly --engine ray): only the tests and the benchmark need it.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,ray]'
+	touch $(RAY_STAMP)
+
 install: $(STAMP)
 
 ## Train on the bundled Flipkart demo catalog, register the model in MLflow, categorize the catalog.
@@ -23,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/catalog-classifier nightly --catalog $(DEMO) --config $(DEMO_CFG) --model models/demo --out $(NIGHT) --force
 	@echo "model version: models/demo   night: $(NIGHT)   MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-test: $(STAMP)
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q --durations=12
 
 ## Re-create reports/evaluation.json (5-fold nested CV; about an hour on 2 cores).
@@ -31,10 +37,10 @@ evaluate: $(STAMP)
 	$(BIN)/catalog-classifier evaluate --catalog $(DEMO) --config $(DEMO_CFG) --name flipkart1050 --level 1 --level 2
 	$(BIN)/catalog-classifier evaluate --catalog "$(SHARED)/bigbasket/BigBasket Products.csv" --config configs/bigbasket.yaml --name bigbasket --level 1 --level 2 --protocol oof
 
-bench: $(STAMP)
+bench: $(RAY_STAMP)
 	$(BIN)/catalog-classifier bench
 
-bench-quick: $(STAMP)
+bench-quick: $(RAY_STAMP)
 	$(BIN)/catalog-classifier bench --quick
 
 clean:

@@ -110,13 +110,21 @@ class SeenIds:
 def chunk_rows(clf, items: pd.DataFrame, rejected: pd.DataFrame, image_root: str | None,
                stamp: dict[str, str | None]) -> pd.DataFrame:
     """Output rows (commit.COLUMNS) of one chunk, ordered by file row."""
-    frames = []
+    pred = None
     if len(items):
         pred = clf.predict(items, image_root=image_root, progress=False)
         pred["row"] = items["row"].to_numpy()
-        frames.append(pred)
-    if len(rejected):
-        frames.append(rejected.assign(status="rejected"))
+    return assemble_rows(pred, rejected, stamp)
+
+
+def assemble_rows(pred: pd.DataFrame | None, rejected: pd.DataFrame,
+                  stamp: dict[str, str | None]) -> pd.DataFrame:
+    """A chunk's predicted rows (with their ``row``) and rejected rows as one part, ordered by row.
+
+    Shared by both engines, so a part does not depend on where its predictions were made.
+    """
+    frames = [f for f in (pred, rejected.assign(status="rejected") if len(rejected) else None)
+              if f is not None and len(f)]
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (
         frames[0] if frames else pd.DataFrame(columns=["item_id", "row", "status"]))
     for k, v in stamp.items():

@@ -20,6 +20,10 @@ def register(app: typer.Typer) -> None:
         image_root: Optional[str] = typer.Option(None, help="folder relative image paths resolve under"),
         chunk_size: Optional[int] = typer.Option(None, help="rows per committed part"),
         progress: bool = typer.Option(True, help="show a progress bar"),
+        engine: Optional[str] = typer.Option(None, help="local (this process) or ray (Ray Data actor pools; "
+                                             "pip install 'catalog-classifier[ray]'); default: nightly.engine"),
+        address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray, e.g. auto "
+                                              "or ray://head:10001; default: start a local Ray instance"),
     ):
         """Categorize tonight's catalog: resumable, every row exactly once, review queue, drift report."""
         from ..catalog import CatalogError
@@ -28,7 +32,8 @@ def register(app: typer.Typer) -> None:
 
         _limit_threads()
         try:
-            res = nightly_command(catalog, out, model, force, config, previous, image_root, chunk_size, progress)
+            res = nightly_command(catalog, out, model, force, config, previous, image_root, chunk_size, progress,
+                                  engine, address)
         except (CatalogError, NightlyError, FileNotFoundError) as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2)

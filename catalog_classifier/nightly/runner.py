@@ -62,10 +62,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size")
+
+
 def _serve_with(clf, cfg: Config) -> None:
     """Operational image settings (cache dir, device, batch size) come from the run's config;
     everything that defines the model (backbone, image size, thresholds) stays as trained."""
-    img = {k: getattr(cfg.image, k) for k in ("cache_dir", "device", "batch_size")}
+    img = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
     if any(getattr(clf.config.image, k) != v for k, v in img.items()):
         clf.config = clf.config.with_overrides(image=img)
 
@@ -129,6 +132,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
         report = {
             "run_id": ident.run_id, "date": manifest["date"], "catalog": str(catalog_path),
             "model": ident.model, "chunk_size": cfg.nightly.chunk_size, "config_hash": ident.config_hash,
+            "engine": cfg.nightly.engine,
             "summary": summarize(pred),
             "drift": drift_report(pred, clf, prev, cfg.nightly.drift_alpha),
             "review_queue": build_queue(pred, stream, out_dir, cfg, clf, manifest["started_at"]),
@@ -148,37 +152,69 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
         return _result(out_dir, manifest, skipped=False, reused=reused, computed=computed)
 
 
-def _run_chunks(stream, out_dir: Path, clf, ident: Identity, cfg: Config, progress: bool):
-    """Commit a part per chunk not yet committed; returns (reused, computed, n_chunks, n_rows)."""
-    stamp = {"model_name": ident.model["name"], "run_id": ident.run_id, "model_run_id": ident.model["run_id"],
-             "model_version": None if ident.model["version"] is None else str(ident.model["version"])}
+def model_stamp(ident: Identity) -> dict[str, str | None]:
+    """The model/run columns every output row carries."""
+    return {"model_name": ident.model["name"], "run_id": ident.run_id, "model_run_id": ident.model["run_id"],
+            "model_version": None if ident.model["version"] is None else str(ident.model["version"])}
+
+
+@dataclass
+class ChunkPlan:
+    """Tallies of a pass over the catalog; ``pending`` yields the chunks still to compute."""
+
+    reused: int = 0
+    n_chunks: int = 0
+    n_rows: int = 0
+
+
+def plan_chunks(stream, out_dir: Path, plan: ChunkPlan):
+    """Yield (index, raw, items, rejected) for every chunk without a committed part, in file order.
+
+    Committed parts are checked against their chunk and feed the duplicate-id memory, so a
+    resumed run rejects exactly the duplicates an uninterrupted one would. Both engines
+    read the catalog through this one pass.
+    """
     parts = committed_parts(out_dir)
     remove_stale_temps(out_dir)
     seen = SeenIds()
-    reused = computed = n_chunks = n_rows = 0
-    image_root = cfg.catalog.image_root
+    for i, raw in stream.chunks():
+        plan.n_chunks, plan.n_rows = i + 1, plan.n_rows + len(raw)
+        if i in parts:
+            done = read_part_ids(parts[i])
+            if done["row"].tolist() != [int(r) for r in raw.index]:
+                raise NightlyError(f"{parts[i]} does not match chunk {i} of {stream.path}; re-run with --force")
+            seen.add_committed(done)
+            plan.reused += 1
+            continue
+        items, rejected = stream.validate(raw)
+        items, rejected = seen.split(items, rejected)
+        yield i, raw, items, rejected
+
+
+def check_rows(i: int, frame: pd.DataFrame, n_raw: int) -> None:
+    if len(frame) != n_raw or frame["row"].duplicated().any():  # the invariant the whole job exists for
+        raise RuntimeError(f"chunk {i}: {len(frame)} output rows for {n_raw} input rows")
+
+
+def _run_chunks(stream, out_dir: Path, clf, ident: Identity, cfg: Config, progress: bool):
+    """Commit a part per chunk not yet committed; returns (reused, computed, n_chunks, n_rows)."""
+    if cfg.nightly.engine == "ray":
+        from .ray_engine import run_chunks_ray
+
+        return run_chunks_ray(stream, out_dir, clf, ident, cfg, progress)
+    if cfg.nightly.engine != "local":
+        raise NightlyError(f"unknown engine {cfg.nightly.engine!r}: use 'local' or 'ray'")
+    stamp, plan, computed = model_stamp(ident), ChunkPlan(), 0
     with tqdm(total=stream.estimate_chunks(), unit="chunk", desc=f"nightly {out_dir.name}",
               disable=not progress) as bar:
-        for i, raw in stream.chunks():
-            n_chunks, n_rows = i + 1, n_rows + len(raw)
-            if i in parts:
-                done = read_part_ids(parts[i])
-                if done["row"].tolist() != [int(r) for r in raw.index]:
-                    raise NightlyError(f"{parts[i]} does not match chunk {i} of {stream.path}; "
-                                       f"re-run with --force")
-                seen.add_committed(done)
-                reused += 1
-            else:
-                items, rejected = stream.validate(raw)
-                items, rejected = seen.split(items, rejected)
-                frame = chunk_rows(clf, items, rejected, image_root, stamp)
-                if len(frame) != len(raw):  # the invariant the whole job exists for
-                    raise RuntimeError(f"chunk {i}: {len(frame)} output rows for {len(raw)} input rows")
-                write_part(out_dir, i, frame)
-                computed += 1
-            bar.set_postfix(rows=n_rows, refresh=False)
-            bar.update(1)
-    return reused, computed, n_chunks, n_rows
+        for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
+            frame = chunk_rows(clf, items, rejected, cfg.catalog.image_root, stamp)
+            check_rows(i, frame, len(raw))
+            write_part(out_dir, i, frame)
+            computed += 1
+            bar.set_postfix(rows=plan.n_rows, refresh=False)
+            bar.update(plan.n_chunks - bar.n)  # committed parts passed over count as done
+    return plan.reused, computed, plan.n_chunks, plan.n_rows
 
 
 def _check_unchanged(path: Path, fp: dict[str, Any]) -> None:
@@ -209,7 +245,8 @@ def _result(out_dir: Path, manifest: dict[str, Any], skipped: bool, reused: int 
 def nightly_command(catalog: str | Path, out: str | Path | None = None, model: str = DEFAULT_MODEL,
                     force: bool = False, config_path: str | Path | None = None,
                     previous: str | Path | None = None, image_root: str | None = None,
-                    chunk_size: int | None = None, progress: bool = True) -> NightResult:
+                    chunk_size: int | None = None, progress: bool = True, engine: str | None = None,
+                    address: str | None = None) -> NightResult:
     """What ``catalog-classifier nightly`` runs.
 
     With ``--config`` that file is the whole run config (catalog reading, nightly,
@@ -222,10 +259,11 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
     loaded = load_model(str(model), base.tracking)
     if config_path is None:
         d = loaded.clf.config.to_dict()
-        d.update(tracking=base.to_dict()["tracking"], nightly=base.to_dict()["nightly"])
+        d.update({k: base.to_dict()[k] for k in ("tracking", "nightly", "ray")})
         base = Config.from_dict(d)
     overrides = {"catalog": {"image_root": image_root} if image_root else {},
-                 "nightly": {"chunk_size": chunk_size} if chunk_size else {}}
+                 "nightly": {k: v for k, v in (("chunk_size", chunk_size), ("engine", engine)) if v},
+                 "ray": {"address": address} if address else {}}
     cfg = base.with_overrides(**overrides)
     date = dt.date.today().isoformat()
     out = Path(out) if out else Path(cfg.nightly.out_dir) / date
@@ -247,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--previous")
     ap.add_argument("--image-root")
     ap.add_argument("--chunk-size", type=int)
+    ap.add_argument("--engine", choices=["local", "ray"])
+    ap.add_argument("--address", help="Ray cluster to join (--engine ray); default: a local instance")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -254,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     _limit_threads()
     try:
         res = nightly_command(a.catalog, a.out, a.model, a.force, a.config, a.previous, a.image_root,
-                              a.chunk_size, progress=not a.no_progress)
+                              a.chunk_size, progress=not a.no_progress, engine=a.engine, address=a.address)
     except (CatalogError, NightlyError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

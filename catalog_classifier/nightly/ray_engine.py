@@ -1,0 +1,228 @@
+"""The nightly job on Ray Data (``nightly --engine ray``): same chunks, same parts, actors.
+
+    driver     read, validate and de-duplicate the catalog chunk by chunk (runner.plan_chunks,
+               the local engine's own pass); each pending chunk's items go to the object
+               store as one block
+    Ray Data   CNN actors (image decode + backbone; a GPU each when the cluster has GPUs)
+               -> CPU actors (char-CNN and other base models, meta-classifier, thresholds,
+               rules); every actor loads the model once, from a copy shipped through the
+               object store, so workers need no access to the driver's model folder
+    driver     gathers each chunk's rows and commits its part with the local engine's
+               atomic write; merge, report and review queue are the local engine's
+
+Exactly once: only the driver commits, and a part is written only when it holds every row
+of its chunk once, so an actor that dies mid-batch (Ray restarts it and retries the batch)
+can neither add nor drop a row. A driver crash leaves whole parts only; the re-run (on
+either engine) resumes at the first missing one.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import Config
+from .chunks import assemble_rows
+from .commit import write_part
+from .manifest import NightlyError
+
+log = logging.getLogger(__name__)
+CHUNK, EMB, IMG_ISSUE = "_chunk", "_embedding", "_image_issue"
+# Test hook: "<image|score>:<n>:<marker file>" makes the first actor of that stage that
+# reaches its n-th batch SIGKILL itself (once per marker file), as a crashed worker would.
+KILL_ENV = "CATALOG_CLASSIFIER_RAY_KILL"
+_FORWARD_ENV = (KILL_ENV, "CATALOG_CLASSIFIER_THREADS", "CATALOG_CLASSIFIER_LOG")
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise NightlyError("--engine ray needs Ray Data: pip install 'catalog-classifier[ray]'") from e
+    return ray
+
+
+def pack_model(model_dir: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(model_dir), arcname="model")
+    return buf.getvalue()
+
+
+def _unpack_model(blob: bytes) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="catalog-classifier-model-"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(root, filter="data")
+    return root / "model"
+
+
+def _maybe_die(stage: str, calls: int) -> None:
+    spec = os.environ.get(KILL_ENV, "")
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or parts[0] != stage or calls != int(parts[1]):
+        return
+    try:
+        os.close(os.open(parts[2], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return  # already died once for this marker
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Actor:
+    """Loads the model once per actor; serving settings as the driver's run config has them."""
+
+    stage = ""
+
+    def __init__(self, model_blob: bytes, serve_image: dict, image_root: str | None, threads: float):
+        import torch
+
+        from ..classifier import CatalogClassifier
+
+        torch.set_num_threads(max(1, int(threads)))
+        if not isinstance(model_blob, bytes):  # an ObjectRef: fetched once per actor
+            import ray
+
+            model_blob = ray.get(model_blob)
+        self.clf = CatalogClassifier.load(_unpack_model(model_blob))
+        self.clf.config = self.clf.config.with_overrides(image=serve_image)
+        self.image_root = image_root
+        self.calls = 0
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        _maybe_die(self.stage, self.calls)
+        self.calls += 1
+        return self.process(batch)
+
+
+class EmbedActor(_Actor):
+    """Image decode + CNN embedding (through the shared embedding cache)."""
+
+    stage = "image"
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        items = batch.reset_index(drop=True)
+        vectors, reasons = self.clf.embed_images(items, self.image_root)
+        out = items.copy()
+        out[EMB] = None if vectors is None else [np.ascontiguousarray(v, np.float32).tobytes() for v in vectors]
+        out[IMG_ISSUE] = list(reasons)
+        return out
+
+
+class ScoreActor(_Actor):
+    """Text base models, meta-classifier, thresholds and rules on CPU."""
+
+    stage = "score"
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        items = batch.drop(columns=[c for c in (CHUNK, EMB, IMG_ISSUE) if c in batch]).reset_index(drop=True)
+        vectors = reasons = None
+        if EMB in batch and batch[EMB].notna().all():
+            vectors = np.stack([np.frombuffer(b, dtype=np.float32) for b in batch[EMB]])
+            reasons = [None if pd.isna(r) else r for r in batch[IMG_ISSUE]]
+        pred = self.clf.predict(items, image_root=self.image_root, embeddings=vectors, image_reasons=reasons)
+        pred["row"] = batch["row"].to_numpy()
+        pred[CHUNK] = batch[CHUNK].to_numpy()
+        return pred
+
+
+def connect(cfg: Config):
+    """Join ``ray.address`` or start a local instance; returns (ray, started_here)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray, False
+    env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+    kwargs = {"runtime_env": {"env_vars": env}} if env else {}
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, log_to_driver=False, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, **kwargs)
+    return ray, True
+
+
+def _local(path: str | None) -> str | None:
+    """Relative local paths are made absolute: workers do not share the driver's cwd."""
+    if not path or "://" in path:
+        return path
+    return str(Path(path).resolve())
+
+
+def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: bool):
+    """runner._run_chunks on Ray Data; returns (reused, computed, n_chunks, n_rows)."""
+    from .runner import ChunkPlan, check_rows, model_stamp, plan_chunks
+
+    ray, started = connect(cfg)
+    try:
+        stamp, plan = model_stamp(ident), ChunkPlan()
+        pending: dict[int, tuple[pd.DataFrame, int, int]] = {}  # chunk -> (rejected, raw rows, items)
+        refs, computed = [], 0
+        for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
+            if len(items) == 0:  # nothing to predict: commit the rejections now
+                frame = assemble_rows(None, rejected, stamp)
+                check_rows(i, frame, len(raw))
+                write_part(out_dir, i, frame)
+                computed += 1
+                continue
+            pending[i] = (rejected, len(raw), len(items))
+            refs.append(ray.put(items.assign(**{CHUNK: i})))
+        if refs:
+            computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, progress)
+        return plan.reused, computed, plan.n_chunks, plan.n_rows
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _score(ray, refs, pending, out_dir: Path, clf, cfg: Config, stamp, progress: bool) -> int:
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from .runner import check_rows
+
+    rc = cfg.ray
+    DataContext.get_current().enable_progress_bars = False
+    from .runner import SERVE_IMAGE_KEYS
+
+    serve_image = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
+    serve_image["cache_dir"] = _local(cfg.image.cache_dir)
+    args = {"model_blob": ray.put(pack_model(Path(clf.model_dir_))), "serve_image": serve_image,
+            "image_root": _local(cfg.catalog.image_root), "threads": rc.cpus_per_actor}
+    ds = ray.data.from_pandas_refs(refs)
+    if clf.config.image.enabled and "image_head" in clf.base_names:
+        gpus = rc.image_num_gpus
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=args, batch_format="pandas",
+                            batch_size=rc.gpu_batch_size if gpus else None,
+                            compute=ActorPoolStrategy(size=rc.image_actors),
+                            num_cpus=rc.cpus_per_actor, num_gpus=gpus)
+    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=args, batch_format="pandas", batch_size=None,
+                        compute=ActorPoolStrategy(size=rc.score_actors), num_cpus=rc.cpus_per_actor)
+    got: dict[int, list[pd.DataFrame]] = {}
+    n_got: dict[int, set] = {}
+    committed = 0
+    with tqdm(total=len(pending), unit="chunk", desc=f"nightly {out_dir.name} (ray)", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for i, rows in batch.groupby(CHUNK, sort=False):
+                i = int(i)
+                fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]  # a retried batch adds nothing
+                n_got[i].update(fresh["row"].tolist())
+                got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
+                rejected, n_raw, n_items = pending[i]
+                if len(n_got[i]) == n_items:
+                    frame = assemble_rows(pd.concat(got.pop(i), ignore_index=True), rejected, stamp)
+                    check_rows(i, frame, n_raw)
+                    write_part(out_dir, i, frame)
+                    committed += 1
+                    bar.update(1)
+    missing = sorted(set(pending) - {i for i in n_got if len(n_got[i]) == pending[i][2]})
+    if missing:
+        raise RuntimeError(f"Ray returned no rows for chunks {missing[:10]}; re-run to resume")
+    return committed
