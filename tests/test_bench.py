@@ -115,3 +115,17 @@ def test_stage_timer_is_exclusive_and_restores():
     assert timer.totals["inner"] > 0 and timer.totals["outer"] >= 0
     coarse, fine = timer.rollup(sum(timer.totals.values()) + 1.0)
     assert coarse["other"] == pytest.approx(1.0 + timer.totals["inner"] + timer.totals["outer"], abs=1e-3)
+
+
+def test_engines_section_compares_local_and_ray(quick_results):
+    out, r = quick_results
+    e = r["engines"]
+    if "skipped" in e:
+        pytest.skip(e["skipped"])
+    for mode in ("warm", "cold"):
+        assert e[f"{mode}_outputs_equal"] is True  # the same rows from both engines
+        assert _positive(e[f"{mode}_local"]["items_per_s"]) and _positive(e[f"{mode}_ray"]["items_per_s"])
+        assert e[f"{mode}_ray_over_local"] == pytest.approx(
+            e[f"{mode}_local"]["wall_s"] / e[f"{mode}_ray"]["wall_s"], rel=0.05)
+    assert e["warm_local"]["items"] > e["cold_local"]["items"]  # whole catalog warm, a slice cold
+    assert "Local vs Ray engine" in (out / "RESULTS.md").read_text()

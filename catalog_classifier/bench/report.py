@@ -134,6 +134,25 @@ def _scaling(r: dict) -> list[str]:
     return out
 
 
+def _engines(r: dict) -> list[str]:
+    e = r.get("engines")
+    if not e:
+        return []
+    if "skipped" in e:
+        return [f"Not measured: {e['skipped']}.", ""]
+    out = [f"`nightly --engine local` vs `--engine ray` on this machine: a local Ray {e['ray_version']} instance "
+           f"with {e['ray_cpus']} CPUs, {e['actors']['image']} CNN actor(s) and {e['actors']['score']} scoring "
+           f"actor(s) of 1 CPU each. Ray on one machine can only add overhead (actors load the model, batches go "
+           f"through the object store); the figure is recorded, not judged. Ray's own start "
+           f"({e['ray_start_s']:.1f} s) is outside the walls below; actor start-up and model loading are inside.",
+           "", "| run | items | local items/s | ray items/s | ray / local | same rows |", "|---|---|---|---|---|---|"]
+    for mode, what in (("warm", "warm cache, whole demo catalog"), ("cold", "empty cache, demo slice")):
+        out.append(f"| {what} | {e[f'{mode}_local']['items']} | {e[f'{mode}_local']['items_per_s']} | "
+                   f"{e[f'{mode}_ray']['items_per_s']} | {e[f'{mode}_ray_over_local']:.2f} | "
+                   f"{'yes' if e[f'{mode}_outputs_equal'] else '**no**'} |")
+    return out + [""]
+
+
 def _training(r: dict) -> list[str]:
     rows = r.get("training")
     if not rows:
@@ -167,7 +186,8 @@ def write_markdown(r: dict, path: Path) -> Path:
     lines += _quality(r)
     if r.get("throughput"):
         lines += ["## Throughput of the nightly path", ""] + _throughput(r["throughput"], "CPU")
-    lines += ["## Scaling", ""] + _scaling(r) + ["## Training cost", ""] + _training(r) + ["## GPU", ""]
+    lines += ["## Scaling", ""] + _scaling(r) + ["## Local vs Ray engine", ""] + _engines(r)
+    lines += ["## Training cost", ""] + _training(r) + ["## GPU", ""]
     if r.get("gpu"):
         lines += _throughput(r["gpu"], f"GPU ({(r['gpu'].get('machine') or {}).get('gpu', {}).get('name')})")
     else:

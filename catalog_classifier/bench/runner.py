@@ -22,7 +22,7 @@ ROOT = Path(catalog_classifier.__file__).resolve().parents[1]
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
 SHARED = ROOT.parent / "shared" / "datasets"
-SECTIONS = ("quality", "throughput", "scaling")
+SECTIONS = ("quality", "throughput", "scaling", "engines")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Settings:
     scaling_rows: int | None
     device: str = "cpu"
     threads: int | None = None
+    engine_cold_rows: int = 256  # the local-vs-ray cold comparison runs on this many demo rows
 
 
 # BigBasket is 27.5k items and level 2 has 90 classes: on 2 cores one full fit (six char-CNN
@@ -69,7 +70,7 @@ def settings(quick: bool, device: str = "cpu") -> Settings:
             cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1,), tiny,
                                     subsample=300))
         return Settings(True, cats, throughput_repeats=1, limit_images=32, throughput_rows=48,
-                        scaling_replicas=(1, 2), scaling_rows=24, device=device)
+                        scaling_replicas=(1, 2), scaling_rows=24, device=device, engine_cold_rows=24)
     cats = [CatalogSpec("flipkart1050", flipkart, DEMO_CFG, (1, 2))]
     if bigbasket.exists():
         cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1, 2), BIGBASKET_CAPS,
@@ -170,6 +171,29 @@ def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
     return rows, summarize(rows)
 
 
+def run_engines(st: Settings, work: Path, model_dir: Path) -> dict:
+    """Local vs Ray engine on the demo catalog: warm cache (whole catalog), cold (a slice)."""
+    from .machine import usable_cores
+    from .scaling import replicate_catalog
+
+    filled = work / "throughput" / "cache-0"
+    warm = work / "throughput-catalog.csv" if st.throughput_rows else DEMO_CSV
+    if not warm.exists():
+        replicate_catalog(DEMO_CSV, warm, 1, rows=st.throughput_rows)
+    cold = work / "engines-cold.csv"
+    replicate_catalog(DEMO_CSV, cold, 1, rows=st.engine_cold_rows)
+    spec = {"model_dir": str(model_dir), "config": str(DEMO_CFG), "overrides": _common(work, st.device),
+            "warm_catalog": str(warm),
+            "cold_catalog": str(cold), "warm_cache": str(filled),
+            "work": str(work / "engines"), "cpus": usable_cores() or 2, "threads": st.threads}
+    _say("engines: local vs ray (local Ray instance on this machine), warm and cold")
+    res = spawn("engines", spec, work / "logs", "engines", cwd=ROOT)
+    if "skipped" not in res:
+        _say(f"  warm: local {res['warm_local']['items_per_s']} vs ray {res['warm_ray']['items_per_s']} items/s; "
+             f"cold: local {res['cold_local']['items_per_s']} vs ray {res['cold_ray']['items_per_s']}")
+    return res
+
+
 def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIONS, work: Path | None = None,
               gpu: bool = False, threads: int | None = None, notes: list[str] = (), resume: bool = False) -> dict:
     """Run the benchmark; write out/results.json and out/RESULTS.md; return the results."""
@@ -193,7 +217,7 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
         results["notes"] = list(results.get("notes", [])) + list(notes)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    need_model = any(s in sections for s in ("throughput", "scaling"))
+    need_model = any(s in sections for s in ("throughput", "scaling", "engines"))
     records, training, model_dir = run_quality(st, work, only_model="quality" not in sections or gpu)
     seconds["gpu_model_fit" if gpu else "quality_and_training"] = round(time.perf_counter() - t, 1)
     if gpu:
@@ -212,6 +236,10 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
             t = time.perf_counter()
             results["scaling"], results["scaling_summary"] = run_scaling(st, work, model_dir)
             seconds["scaling"] = round(time.perf_counter() - t, 1)
+        if need_model and "engines" in sections:
+            t = time.perf_counter()
+            results["engines"] = run_engines(st, work, model_dir)
+            seconds["engines"] = round(time.perf_counter() - t, 1)
         seconds["total"] = round(time.perf_counter() - t_all, 1)
         seconds["cpu_total"] = round(CPU_SECONDS[0], 1)  # all measuring processes; idle 2-core wall >= cpu/2
         results["section_seconds"] = seconds

@@ -68,9 +68,10 @@ def spawn(task: str, spec: dict, work: Path, name: str, timeout_s: float | None 
 
 
 def _tasks():
-    from . import quality, scaling, throughput
+    from . import engines, quality, scaling, throughput
 
-    return {"quality": quality.run, "throughput": throughput.run, "nightly": scaling.run_once}
+    return {"quality": quality.run, "throughput": throughput.run, "nightly": scaling.run_once,
+            "engines": engines.run}
 
 
 def main(argv: list[str]) -> int:
