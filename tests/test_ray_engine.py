@@ -83,3 +83,34 @@ def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv,
     again = run_nightly(demo_night_csv, out, model, ray_config(), progress=False)
     assert again.parts_computed == len(parts[1::3]) and again.parts_reused == len(parts) - len(parts[1::3])
     pd.testing.assert_frame_equal(read_predictions(out), pred)
+
+
+def test_cli_joins_a_running_cluster(trained_model_dir, tmp_path):
+    """`nightly --engine ray --address auto` joins a cluster started with `ray start` (and leaves it up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from catalog_classifier.cli import app
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True)
+    try:
+        raw = pd.read_csv(DEMO_CSV, dtype=str, keep_default_na=False).iloc[200:330]
+        csv = write_csv(raw, tmp_path / "tonight.csv")
+        cfg = tmp_path / "night.json"
+        cfg.write_text(json.dumps(night_config(64).to_dict()))
+        out = tmp_path / "night"
+        res = CliRunner().invoke(app, ["nightly", "--catalog", str(csv), "--model", str(trained_model_dir),
+                                       "--out", str(out), "--config", str(cfg), "--engine", "ray",
+                                       "--address", "auto", "--no-progress"])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        assert json.loads((out / "report.json").read_text())["engine"] == "ray"
+        assert read_predictions(out)["item_id"].tolist() == raw["uniq_id"].tolist()
+        alive = subprocess.run([ray_bin, "status"], capture_output=True, text=True)
+        assert alive.returncode == 0  # the run did not shut down a cluster it only joined
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
