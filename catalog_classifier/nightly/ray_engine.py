@@ -59,10 +59,22 @@ def pack_model(model_dir: Path) -> bytes:
 
 
 def _unpack_model(blob: bytes) -> Path:
-    root = Path(tempfile.mkdtemp(prefix="catalog-classifier-model-"))
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(root, filter="data")
-    return root / "model"
+    """The model folder on this node, unpacked once per model content (actors and nights share it)."""
+    import hashlib
+    import shutil
+
+    root = Path(tempfile.gettempdir()) / "catalog-classifier-models"
+    final = root / hashlib.sha256(blob).hexdigest()[:24]
+    if not (final / "model" / "stack" / "stack.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            tar.extractall(tmp, filter="data")
+        try:
+            tmp.rename(final)  # atomic; another actor may have won the race: use its copy
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / "model"
 
 
 def _maybe_die(stage: str, calls: int) -> None:
