@@ -35,8 +35,8 @@ def demo_night_csv(tmp_path_factory):
     return write_csv(rows, tmp_path_factory.mktemp("night") / "catalog.csv")
 
 
-def ray_config(cache_dir=None, **ray):
-    cfg = night_config(128).with_overrides(nightly={"engine": "ray"}, ray={"num_cpus": 2, **ray})
+def ray_config(cache_dir=None, chunk_size=128):
+    cfg = night_config(chunk_size).with_overrides(nightly={"engine": "ray"}, ray={"num_cpus": 2})
     return cfg.with_overrides(image={"cache_dir": str(cache_dir)}) if cache_dir else cfg
 
 
@@ -63,13 +63,17 @@ def test_ray_output_equals_local_output_row_for_row(model, demo_night_csv, tmp_p
 
 
 def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv, tmp_path, monkeypatch):
+    rows = pd.read_csv(demo_night_csv, dtype=str, keep_default_na=False)
+    night_csv = write_csv(pd.concat([rows.head(400), rows.iloc[[5, 10]], rows.tail(1)]),  # 2 repeats, no id
+                          tmp_path / "tonight.csv")
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_ENV, f"score:2:{marker}")  # the scoring actor dies on its third batch
     out = tmp_path / "night"
-    res = run_nightly(demo_night_csv, out, model, ray_config(), progress=False)
+    res = run_nightly(night_csv, out, model, ray_config(chunk_size=64), progress=False)
     assert marker.exists()  # the worker really died during the run
     pred = read_predictions(out)
-    n = len(pd.read_csv(demo_night_csv, dtype=str))
+    n = len(pd.read_csv(night_csv, dtype=str))
+    assert (pred["status"] == "rejected").sum() == 3
     assert pred["row"].tolist() == list(range(n)) and sum(res.counts.values()) == n
 
     # the driver stops between parts: the re-run computes only the missing parts, same rows
@@ -80,7 +84,7 @@ def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv,
     (out / "predictions.parquet").unlink()
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
-    again = run_nightly(demo_night_csv, out, model, ray_config(), progress=False)
+    again = run_nightly(night_csv, out, model, ray_config(chunk_size=64), progress=False)
     assert again.parts_computed == len(parts[1::3]) and again.parts_reused == len(parts) - len(parts[1::3])
     pd.testing.assert_frame_equal(read_predictions(out), pred)
 
