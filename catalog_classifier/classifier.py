@@ -103,7 +103,8 @@ class CatalogClassifier:
             learning_rate=s.learning_rate, num_leaves=s.num_leaves, min_data_in_leaf=s.min_data_in_leaf,
             num_boost_round=s.num_boost_round, early_stopping_rounds=s.early_stopping_rounds,
             class_weight=s.class_weight, target_precision=s.target_precision, min_support=s.min_support,
-            precision_confidence=s.precision_confidence, boost_from_pool=s.boost_from_pool)
+            precision_confidence=s.precision_confidence, precision_shrinkage=s.precision_shrinkage,
+            boost_from_pool=s.boost_from_pool)
 
     # ---------------------------------------------------------------- fit
     def labels_for(self, items: pd.DataFrame) -> pd.Series:

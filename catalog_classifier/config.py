@@ -86,6 +86,9 @@ class StackConfig:
     min_support: int = 10
     # one-sided confidence for the precision lower bound used when choosing thresholds
     precision_confidence: float = 0.0
+    # pseudo-items of the all-categories precision curve added to each category's curve when
+    # choosing its threshold (stacking/thresholds.py); 0 = each category on its own
+    precision_shrinkage: float = 0.0
     # LightGBM starts from a log-opinion pool of the base models and only learns corrections
     boost_from_pool: bool = True
 

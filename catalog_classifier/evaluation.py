@@ -86,7 +86,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
             key = f"{int(t * 100):03d}"
             # the model alone: thresholds from the fold model's inner out-of-fold scores
             thr = select_thresholds(clf.stack_.y_, clf.stack_.oof_proba_, t, config.stack.min_support,
-                                    config.stack.precision_confidence)
+                                    config.stack.precision_confidence, config.stack.precision_shrinkage)
             acc_m = p.max(1) >= thr[p.argmax(1)]
             accepted_model[t][te] = acc_m
             # the product as shipped: the same model routed with its rules

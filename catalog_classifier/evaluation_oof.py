@@ -36,12 +36,13 @@ def fill_missing(proba: np.ndarray) -> np.ndarray:
     return p
 
 
-def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float) -> np.ndarray:
+def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float,
+                    shrinkage: float = 0.0) -> np.ndarray:
     """Auto-accept mask where fold k's thresholds come from the other folds' scores only."""
     accepted = np.zeros(len(y), dtype=bool)
     for k in np.unique(fold):
         te, tr = fold == k, fold != k
-        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence)
+        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence, shrinkage)
         p = proba[te]
         accepted[te] = p.max(1) >= thr[p.argmax(1)]
     return accepted
@@ -84,8 +85,8 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
     proba = {m: fill_missing(p) for m, p in oof_probas(clf, items, config).items()}
     s = config.stack
-    accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence)
-                for t in TARGETS}
+    accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence,
+                                   s.precision_shrinkage) for t in TARGETS}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                    time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL)
     return res, clf

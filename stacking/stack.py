@@ -43,6 +43,8 @@ class StackParams:
     target_precision: float = 0.95
     min_support: int = 10
     precision_confidence: float = 0.0
+    # pseudo-items pulling each class's precision curve toward all classes' curve (0 = off)
+    precision_shrinkage: float = 0.0
     # start the trees from a log-opinion pool of the base models (see stacking/pool.py)
     boost_from_pool: bool = True
 
@@ -117,7 +119,7 @@ class StackedClassifier:
     def _select(self, target: float) -> np.ndarray:
         m = self.threshold_rows_
         return select_thresholds(self.y_[m], self.oof_proba_[m], target, self.params.min_support,
-                                 self.params.precision_confidence)
+                                 self.params.precision_confidence, self.params.precision_shrinkage)
 
     def set_threshold_rows(self, rows: np.ndarray) -> np.ndarray:
         """Choose thresholds on these training rows only (e.g. those no rule will route:
