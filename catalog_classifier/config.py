@@ -143,6 +143,10 @@ class RayConfig:
     # CPU actors running the text model, meta-classifier and rules
     score_actors: int = 1
     cpus_per_actor: float = 1.0
+    # chunks handed to Ray per window: bounds the object store and the work a driver crash
+    # loses, and lets parts commit while the catalog is still being read; each window starts
+    # its actor pools afresh (one model load per actor per window)
+    window_chunks: int = 512
 
 
 @dataclass

@@ -3,6 +3,7 @@ and every row once when a Ray worker is killed mid-run or the driver stops betwe
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -62,15 +63,19 @@ def test_ray_output_equals_local_output_row_for_row(model, demo_night_csv, tmp_p
     assert (qa["review"], qa["audit"]) == (qb["review"], qb["audit"])
 
 
-def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv, tmp_path, monkeypatch):
+def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv, tmp_path, monkeypatch, caplog):
     rows = pd.read_csv(demo_night_csv, dtype=str, keep_default_na=False)
     night_csv = write_csv(pd.concat([rows.head(400), rows.iloc[[5, 10]], rows.tail(1)]),  # 2 repeats, no id
                           tmp_path / "tonight.csv")
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_ENV, f"score:2:{marker}")  # the scoring actor dies on its third batch
     out = tmp_path / "night"
-    res = run_nightly(night_csv, out, model, ray_config(chunk_size=64), progress=False)
+    # 7 chunks of 64 rows go to Ray in windows of 3: parts commit window by window
+    caplog.set_level(logging.INFO, logger="catalog_classifier.nightly.ray_engine")
+    cfg = ray_config(chunk_size=64).with_overrides(ray={"window_chunks": 3})
+    res = run_nightly(night_csv, out, model, cfg, progress=False)
     assert marker.exists()  # the worker really died during the run
+    assert sum("ray window" in r.getMessage() for r in caplog.records) == 3
     pred = read_predictions(out)
     n = len(pd.read_csv(night_csv, dtype=str))
     assert (pred["status"] == "rejected").sum() == 3

@@ -2,7 +2,9 @@
 
     driver     read, validate and de-duplicate the catalog chunk by chunk (runner.plan_chunks,
                the local engine's own pass); each pending chunk's items go to the object
-               store as one block
+               store as one block, ``ray.window_chunks`` chunks at a time (one Ray Data run
+               per window, so the object store holds one window and parts commit before
+               the whole catalog has been read)
     Ray Data   CNN actors (image decode + backbone; a GPU each when the cluster has GPUs)
                -> CPU actors (char-CNN and other base models, meta-classifier, thresholds,
                rules); every actor loads the model once, from a copy shipped through the
@@ -172,40 +174,53 @@ def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: boo
     from .runner import ChunkPlan, check_rows, model_stamp, plan_chunks
 
     ray, started = connect(cfg)
+    window = max(1, int(cfg.ray.window_chunks))
     try:
         stamp, plan = model_stamp(ident), ChunkPlan()
         pending: dict[int, tuple[pd.DataFrame, int, int]] = {}  # chunk -> (rejected, raw rows, items)
-        refs, computed = [], 0
-        for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
-            if len(items) == 0:  # nothing to predict: commit the rejections now
-                frame = assemble_rows(None, rejected, stamp)
-                check_rows(i, frame, len(raw))
-                write_part(out_dir, i, frame)
-                computed += 1
-                continue
-            pending[i] = (rejected, len(raw), len(items))
-            refs.append(ray.put(items.assign(**{CHUNK: i})))
-        if refs:
-            computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, progress)
+        refs, computed, windows, args = [], 0, 0, None
+        with tqdm(unit="chunk", desc=f"nightly {out_dir.name} (ray)", disable=not progress) as bar:
+            for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
+                if len(items) == 0:  # nothing to predict: commit the rejections now
+                    frame = assemble_rows(None, rejected, stamp)
+                    check_rows(i, frame, len(raw))
+                    write_part(out_dir, i, frame)
+                    computed += 1
+                    bar.update(1)
+                    continue
+                pending[i] = (rejected, len(raw), len(items))
+                refs.append(ray.put(items.assign(**{CHUNK: i})))
+                if len(refs) == window:
+                    args = args or _actor_args(ray, clf, cfg)
+                    computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, bar, windows, args)
+                    refs, pending, windows = [], {}, windows + 1
+            if refs:
+                args = args or _actor_args(ray, clf, cfg)
+                computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, bar, windows, args)
         return plan.reused, computed, plan.n_chunks, plan.n_rows
     finally:
         if started:
             ray.shutdown()
 
 
-def _score(ray, refs, pending, out_dir: Path, clf, cfg: Config, stamp, progress: bool) -> int:
+def _actor_args(ray, clf, cfg: Config) -> dict:
+    """What every actor is built from; the model travels once through the object store."""
+    from .runner import SERVE_IMAGE_KEYS
+
+    serve_image = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
+    serve_image["cache_dir"] = _local(cfg.image.cache_dir)
+    return {"model_blob": ray.put(pack_model(Path(clf.model_dir_))), "serve_image": serve_image,
+            "image_root": _local(cfg.catalog.image_root), "threads": cfg.ray.cpus_per_actor}
+
+
+def _score(ray, refs, pending, out_dir: Path, clf, cfg: Config, stamp, bar, window: int, args: dict) -> int:
+    """One window of chunks through the actor pools; commits each chunk's part once it is whole."""
     from ray.data import ActorPoolStrategy, DataContext
 
     from .runner import check_rows
 
     rc = cfg.ray
     DataContext.get_current().enable_progress_bars = False
-    from .runner import SERVE_IMAGE_KEYS
-
-    serve_image = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
-    serve_image["cache_dir"] = _local(cfg.image.cache_dir)
-    args = {"model_blob": ray.put(pack_model(Path(clf.model_dir_))), "serve_image": serve_image,
-            "image_root": _local(cfg.catalog.image_root), "threads": rc.cpus_per_actor}
     ds = ray.data.from_pandas_refs(refs)
     if clf.config.image.enabled and "image_head" in clf.base_names:
         gpus = rc.image_num_gpus
@@ -220,20 +235,20 @@ def _score(ray, refs, pending, out_dir: Path, clf, cfg: Config, stamp, progress:
     got: dict[int, list[pd.DataFrame]] = {}
     n_got: dict[int, set] = {}
     committed = 0
-    with tqdm(total=len(pending), unit="chunk", desc=f"nightly {out_dir.name} (ray)", disable=not progress) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            for i, rows in batch.groupby(CHUNK, sort=False):
-                i = int(i)
-                fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]  # a retried batch adds nothing
-                n_got[i].update(fresh["row"].tolist())
-                got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
-                rejected, n_raw, n_items = pending[i]
-                if len(n_got[i]) == n_items:
-                    frame = assemble_rows(pd.concat(got.pop(i), ignore_index=True), rejected, stamp)
-                    check_rows(i, frame, n_raw)
-                    write_part(out_dir, i, frame)
-                    committed += 1
-                    bar.update(1)
+    log.info("ray window %d: chunks %d-%d (%d)", window, min(pending), max(pending), len(pending))
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        for i, rows in batch.groupby(CHUNK, sort=False):
+            i = int(i)
+            fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]  # a retried batch adds nothing
+            n_got[i].update(fresh["row"].tolist())
+            got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
+            rejected, n_raw, n_items = pending[i]
+            if len(n_got[i]) == n_items:
+                frame = assemble_rows(pd.concat(got.pop(i), ignore_index=True), rejected, stamp)
+                check_rows(i, frame, n_raw)
+                write_part(out_dir, i, frame)
+                committed += 1
+                bar.update(1)
     missing = sorted(set(pending) - {i for i in n_got if len(n_got[i]) == pending[i][2]})
     if missing:
         raise RuntimeError(f"Ray returned no rows for chunks {missing[:10]}; re-run to resume")
