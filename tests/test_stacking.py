@@ -153,7 +153,7 @@ def test_stack_starts_from_its_bases_and_is_not_worse_than_the_best(bigbasket_te
     idx = np.arange(2500)
     lin = lambda: LinearText(C=5.0, max_features=50_000)
     stack = StackedClassifier({"lin": lin, "noise": Noise},
-                              StackParams(n_folds=3, num_boost_round=100, learning_rate=0.1))
+                              StackParams(n_folds=5, num_boost_round=100, learning_rate=0.1))
     stack.fit(X.take(idx), y[idx], C)
     w = dict(zip(stack.pool_.names, stack.pool_.weights))
     assert w["lin"] > 0.5 and w["noise"] < 0.1 * w["lin"], w
