@@ -144,7 +144,7 @@ class RayConfig:
     score_actors: int = 1
     cpus_per_actor: float = 1.0
     # chunks handed to Ray per window: bounds the object store and the work a driver crash
-    # loses, and lets parts commit while the catalog is still being read; each window starts
+    # loses, and lets parts commit before the whole catalog has been read; each window starts
     # its actor pools afresh (one model load per actor per window)
     window_chunks: int = 512
 

@@ -19,6 +19,7 @@ either engine) resumes at the first missing one.
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -171,85 +172,102 @@ def _local(path: str | None) -> str | None:
 
 def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: bool):
     """runner._run_chunks on Ray Data; returns (reused, computed, n_chunks, n_rows)."""
-    from .runner import ChunkPlan, check_rows, model_stamp, plan_chunks
+    from .runner import ChunkPlan, model_stamp, plan_chunks
 
     ray, started = connect(cfg)
-    window = max(1, int(cfg.ray.window_chunks))
     try:
-        stamp, plan = model_stamp(ident), ChunkPlan()
-        pending: dict[int, tuple[pd.DataFrame, int, int]] = {}  # chunk -> (rejected, raw rows, items)
-        refs, computed, windows, args = [], 0, 0, None
+        plan = ChunkPlan()
         with tqdm(unit="chunk", desc=f"nightly {out_dir.name} (ray)", disable=not progress) as bar:
+            night = _Windows(ray, out_dir, clf, cfg, model_stamp(ident), bar)
             for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
                 if len(items) == 0:  # nothing to predict: commit the rejections now
-                    frame = assemble_rows(None, rejected, stamp)
-                    check_rows(i, frame, len(raw))
-                    write_part(out_dir, i, frame)
-                    computed += 1
-                    bar.update(1)
-                    continue
-                pending[i] = (rejected, len(raw), len(items))
-                refs.append(ray.put(items.assign(**{CHUNK: i})))
-                if len(refs) == window:
-                    args = args or _actor_args(ray, clf, cfg)
-                    computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, bar, windows, args)
-                    refs, pending, windows = [], {}, windows + 1
-            if refs:
-                args = args or _actor_args(ray, clf, cfg)
-                computed += _score(ray, refs, pending, out_dir, clf, cfg, stamp, bar, windows, args)
-        return plan.reused, computed, plan.n_chunks, plan.n_rows
+                    night.commit(i, None, rejected, len(raw))
+                else:
+                    night.add(i, items, rejected, len(raw))
+            night.flush()
+        return plan.reused, night.committed, plan.n_chunks, plan.n_rows
     finally:
         if started:
             ray.shutdown()
 
 
-def _actor_args(ray, clf, cfg: Config) -> dict:
-    """What every actor is built from; the model travels once through the object store."""
-    from .runner import SERVE_IMAGE_KEYS
+class _Windows:
+    """The driver's side of a Ray night: chunks go to Ray ``ray.window_chunks`` at a time (one
+    Ray Data run per window) and only this object commits parts."""
 
-    serve_image = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
-    serve_image["cache_dir"] = _local(cfg.image.cache_dir)
-    return {"model_blob": ray.put(pack_model(Path(clf.model_dir_))), "serve_image": serve_image,
-            "image_root": _local(cfg.catalog.image_root), "threads": cfg.ray.cpus_per_actor}
+    def __init__(self, ray, out_dir: Path, clf, cfg: Config, stamp, bar):
+        self.ray, self.out_dir, self.clf, self.cfg, self.stamp, self.bar = ray, out_dir, clf, cfg, stamp, bar
+        self.size = max(1, int(cfg.ray.window_chunks))
+        self.refs: list = []
+        self.pending: dict[int, tuple[pd.DataFrame, int, int]] = {}  # chunk -> (rejected, raw rows, items)
+        self.windows = self.committed = 0
 
+    def commit(self, i: int, scored: pd.DataFrame | None, rejected: pd.DataFrame, n_raw: int) -> None:
+        from .runner import check_rows
 
-def _score(ray, refs, pending, out_dir: Path, clf, cfg: Config, stamp, bar, window: int, args: dict) -> int:
-    """One window of chunks through the actor pools; commits each chunk's part once it is whole."""
-    from ray.data import ActorPoolStrategy, DataContext
+        frame = assemble_rows(scored, rejected, self.stamp)
+        check_rows(i, frame, n_raw)
+        write_part(self.out_dir, i, frame)
+        self.committed += 1
+        self.bar.update(1)
 
-    from .runner import check_rows
+    def add(self, i: int, items: pd.DataFrame, rejected: pd.DataFrame, n_raw: int) -> None:
+        self.pending[i] = (rejected, n_raw, len(items))
+        self.refs.append(self.ray.put(items.assign(**{CHUNK: i})))
+        if len(self.refs) == self.size:
+            self.flush()
 
-    rc = cfg.ray
-    DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_pandas_refs(refs)
-    if clf.config.image.enabled and "image_head" in clf.base_names:
-        gpus = rc.image_num_gpus
-        if gpus is None:
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=args, batch_format="pandas",
-                            batch_size=rc.gpu_batch_size if gpus else None,
-                            compute=ActorPoolStrategy(size=rc.image_actors),
-                            num_cpus=rc.cpus_per_actor, num_gpus=gpus)
-    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=args, batch_format="pandas", batch_size=None,
-                        compute=ActorPoolStrategy(size=rc.score_actors), num_cpus=rc.cpus_per_actor)
-    got: dict[int, list[pd.DataFrame]] = {}
-    n_got: dict[int, set] = {}
-    committed = 0
-    log.info("ray window %d: chunks %d-%d (%d)", window, min(pending), max(pending), len(pending))
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-        for i, rows in batch.groupby(CHUNK, sort=False):
-            i = int(i)
-            fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]  # a retried batch adds nothing
-            n_got[i].update(fresh["row"].tolist())
-            got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
-            rejected, n_raw, n_items = pending[i]
-            if len(n_got[i]) == n_items:
-                frame = assemble_rows(pd.concat(got.pop(i), ignore_index=True), rejected, stamp)
-                check_rows(i, frame, n_raw)
-                write_part(out_dir, i, frame)
-                committed += 1
-                bar.update(1)
-    missing = sorted(set(pending) - {i for i in n_got if len(n_got[i]) == pending[i][2]})
-    if missing:
-        raise RuntimeError(f"Ray returned no rows for chunks {missing[:10]}; re-run to resume")
-    return committed
+    def flush(self) -> None:
+        """Score the window gathered so far and commit its parts."""
+        if not self.refs:
+            return
+        log.info("ray window %d: chunks %d-%d (%d)", self.windows, min(self.pending), max(self.pending),
+                 len(self.pending))
+        self._score(self._dataset(self.ray.data.from_pandas_refs(self.refs)))
+        self.refs, self.pending, self.windows = [], {}, self.windows + 1
+
+    @functools.cached_property
+    def actor_args(self) -> dict:
+        """What every actor is built from; the model is packed and put in the object store once."""
+        from .runner import SERVE_IMAGE_KEYS
+
+        serve_image = {k: getattr(self.cfg.image, k) for k in SERVE_IMAGE_KEYS}
+        serve_image["cache_dir"] = _local(self.cfg.image.cache_dir)
+        return {"model_blob": self.ray.put(pack_model(Path(self.clf.model_dir_))), "serve_image": serve_image,
+                "image_root": _local(self.cfg.catalog.image_root), "threads": self.cfg.ray.cpus_per_actor}
+
+    @functools.cached_property
+    def image_gpus(self) -> float:
+        gpus = self.cfg.ray.image_num_gpus
+        return gpus if gpus is not None else (1 if self.ray.cluster_resources().get("GPU", 0) > 0 else 0)
+
+    def _dataset(self, ds):
+        from ray.data import ActorPoolStrategy, DataContext
+
+        rc, args = self.cfg.ray, self.actor_args
+        DataContext.get_current().enable_progress_bars = False
+        if self.clf.config.image.enabled and "image_head" in self.clf.base_names:
+            gpus = self.image_gpus
+            ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=args, batch_format="pandas",
+                                batch_size=rc.gpu_batch_size if gpus else None,
+                                compute=ActorPoolStrategy(size=rc.image_actors),
+                                num_cpus=rc.cpus_per_actor, num_gpus=gpus)
+        return ds.map_batches(ScoreActor, fn_constructor_kwargs=args, batch_format="pandas", batch_size=None,
+                              compute=ActorPoolStrategy(size=rc.score_actors), num_cpus=rc.cpus_per_actor)
+
+    def _score(self, ds) -> None:
+        """Commit each chunk's part once it holds all its rows; a retried batch adds nothing."""
+        got: dict[int, list[pd.DataFrame]] = {}
+        n_got: dict[int, set] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for i, rows in batch.groupby(CHUNK, sort=False):
+                i = int(i)
+                fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]
+                n_got[i].update(fresh["row"].tolist())
+                got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
+                rejected, n_raw, n_items = self.pending[i]
+                if len(n_got[i]) == n_items:
+                    self.commit(i, pd.concat(got.pop(i), ignore_index=True), rejected, n_raw)
+        missing = sorted(i for i, (_, _, n_items) in self.pending.items() if len(n_got.get(i, ())) != n_items)
+        if missing:
+            raise RuntimeError(f"Ray returned no rows for chunks {missing[:10]}; re-run to resume")
