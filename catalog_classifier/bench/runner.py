@@ -56,8 +56,7 @@ class Settings:
 # (the product settings are in configs/bigbasket.yaml); `make evaluate` runs the whole catalog.
 BIGBASKET_ITEMS = 8000
 BIGBASKET_CAPS = {"text": {"epochs": 3}, "stack": {"num_boost_round": 120, "learning_rate": 0.15}}
-BIGBASKET_L2_CAPS = {"stack": {"num_boost_round": 60, "learning_rate": 0.2, "early_stopping_rounds": 10,
-                               "num_leaves": 31}}
+BIGBASKET_L2_CAPS = {"stack": {"num_boost_round": 60, "learning_rate": 0.2, "early_stopping_rounds": 10}}
 
 
 def settings(quick: bool, device: str = "cpu") -> Settings:
