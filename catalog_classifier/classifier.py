@@ -17,6 +17,7 @@ import pandas as pd
 
 from stacking import Passthrough, StackedClassifier, StackParams
 
+from . import events
 from . import models as model_registry
 from .catalog.labels import make_labels
 from .config import Config
@@ -127,23 +128,27 @@ class CatalogClassifier:
         index = {l: i for i, l in enumerate(self.labels_)}
         y = labels.map(index).to_numpy(dtype=np.int64)
         say(f"training on {len(items)} items, {len(self.labels_)} categories")
-        X, _ = self.inputs(items, image_root, progress=progress, embeddings=embeddings)
-        self.tokenizer_ = TitleTokenizer.train(list(X.titles), self.config.stack.sp_vocab_size,
-                                               seed=self.config.stack.seed)
-        self.tabular_ = TabularEncoder(self.config.stack.min_brand_count).fit(items)
+        with events.stage("fit.inputs"):
+            X, _ = self.inputs(items, image_root, progress=progress, embeddings=embeddings)
+            self.tokenizer_ = TitleTokenizer.train(list(X.titles), self.config.stack.sp_vocab_size,
+                                                   seed=self.config.stack.seed)
+            self.tabular_ = TabularEncoder(self.config.stack.min_brand_count).fit(items)
+            passthrough = self._passthrough(items, X)
         factories = {n: model_registry.create(n, self.config) for n in self.base_names}
-        self.stack_ = StackedClassifier(factories, self._stack_params(), progress=say)
+        self.stack_ = StackedClassifier(factories, self._stack_params(), progress=say, phase=events.stage)
         groups = np.array([_group_key(t) for t in X.titles], dtype=object)
-        self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=self._passthrough(items, X))
-        if self.rules is None:
-            self.rules = _load_rules(self.config.rules.rules_dir)
-        self.rules, self.disabled_rules_ = _rules_for(self.rules, self.labels_)
-        for rid, why in self.disabled_rules_.items():
-            say(f"rule {rid} disabled for this model: {why}")
-        # rows a rule routes are never decided by the model: they must not set its thresholds
-        oof_pred = list(np.array(self.labels_, dtype=object)[self.stack_.oof_proba_.argmax(1)])
-        fired = self.rules.apply(items.reset_index(drop=True), oof_pred)
-        self.stack_.set_threshold_rows(fired["rule_action"].isna().to_numpy())
+        with events.stage("fit.stack"):
+            self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=passthrough)
+        with events.stage("fit.rules"):
+            if self.rules is None:
+                self.rules = _load_rules(self.config.rules.rules_dir)
+            self.rules, self.disabled_rules_ = _rules_for(self.rules, self.labels_)
+            for rid, why in self.disabled_rules_.items():
+                say(f"rule {rid} disabled for this model: {why}")
+            # rows a rule routes are never decided by the model: they must not set its thresholds
+            oof_pred = list(np.array(self.labels_, dtype=object)[self.stack_.oof_proba_.argmax(1)])
+            fired = self.rules.apply(items.reset_index(drop=True), oof_pred)
+            self.stack_.set_threshold_rows(fired["rule_action"].isna().to_numpy())
         self.versions_ = library_versions()
         return self
 
@@ -151,16 +156,20 @@ class CatalogClassifier:
     def predict_proba(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                       embeddings: np.ndarray | None = None, image_reasons: list | None = None
                       ) -> tuple[np.ndarray, dict, list]:
-        X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
-        base = self.stack_.base_proba(X)
-        proba = self.stack_.predict_proba(X, self._passthrough(items, X), base_proba=base)
+        with events.stage("predict.inputs"):
+            X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
+            passthrough = self._passthrough(items, X)
+        base = self.stack_.base_proba(X)  # one predict.base stage per model
+        with events.stage("predict.meta"):
+            proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
         return proba, base, reasons
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                 embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:
         """One row per item: category, confidence, top-3, status (accepted/review), reason, rule."""
         proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings, image_reasons)
-        return self.route(items, proba, img_reasons)
+        with events.stage("predict.route"):
+            return self.route(items, proba, img_reasons)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
         labels = np.array(self.labels_, dtype=object)
@@ -255,7 +264,7 @@ class CatalogClassifier:
         self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
                    RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
         self.model_dir_ = path
-        self.stack_ = StackedClassifier.load(path / "stack")
+        self.stack_ = StackedClassifier.load(path / "stack", phase=events.stage)
         self.tokenizer_ = TitleTokenizer((path / "tokenizer.model").read_bytes())
         self.tabular_ = TabularEncoder.from_dict(json.loads((path / "tabular.json").read_text()))
         self.labels_ = json.loads((path / "labels.json").read_text())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,10 +52,13 @@ class StackParams:
 
 class StackedClassifier:
     def __init__(self, base_factories: dict[str, Callable[[], Any]], params: StackParams | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, phase: Callable[..., Any] | None = None):
         self.base_factories = base_factories
         self.params = params or StackParams()
         self.progress = progress or (lambda msg: None)
+        # phase(name, model=...) -> context manager around each base model's fit / predict
+        # (the caller's timing hook; "fit.base" and "predict.base")
+        self.phase = phase or _no_phase
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y: np.ndarray, n_classes: int, groups: np.ndarray | None = None,
@@ -68,14 +72,15 @@ class StackedClassifier:
         self.base_oof_: dict[str, np.ndarray] = {}
         self.base_models_: dict[str, Any] = {}
         for name, factory in self.base_factories.items():
-            self.progress(f"{name}: out-of-fold ({k_folds} folds)")
-            self.base_oof_[name] = out_of_fold_proba(
-                factory, X, y, self.fold_, n_classes,
-                on_fold=lambda k, name=name: self.progress(f"{name}: fold {k + 1}/{k_folds} done"))
-            self.progress(f"{name}: refit on all {len(y)} rows")
-            model = factory()
-            model.fit(X, y, n_classes=n_classes)
-            self.base_models_[name] = model
+            with self.phase("fit.base", model=name):
+                self.progress(f"{name}: out-of-fold ({k_folds} folds)")
+                self.base_oof_[name] = out_of_fold_proba(
+                    factory, X, y, self.fold_, n_classes,
+                    on_fold=lambda k, name=name: self.progress(f"{name}: fold {k + 1}/{k_folds} done"))
+                self.progress(f"{name}: refit on all {len(y)} rows")
+                model = factory()
+                model.fit(X, y, n_classes=n_classes)
+                self.base_models_[name] = model
         # 2. meta features built only from out-of-fold probabilities
         F, self.feature_names_, self.categorical_ = build_meta_matrix(
             self.base_oof_, passthrough, p.max_classes_full)
@@ -144,7 +149,11 @@ class StackedClassifier:
 
     # ------------------------------------------------------------- predict
     def base_proba(self, X) -> dict[str, np.ndarray]:
-        return {name: m.predict_proba(X) for name, m in self.base_models_.items()}
+        out = {}
+        for name, m in self.base_models_.items():
+            with self.phase("predict.base", model=name):
+                out[name] = m.predict_proba(X)
+        return out
 
     def predict_proba(self, X, passthrough: Passthrough | None = None,
                       base_proba: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -177,10 +186,10 @@ class StackedClassifier:
         (path / "stack.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "StackedClassifier":
+    def load(cls, path: str | Path, phase: Callable[..., Any] | None = None) -> "StackedClassifier":
         path = Path(path)
         state = json.loads((path / "stack.json").read_text())
-        self = cls({}, StackParams(**state["params"]))
+        self = cls({}, StackParams(**state["params"]), phase=phase)
         self.n_classes_ = state["n_classes"]
         self.feature_names_ = state["feature_names"]
         self.categorical_ = state["categorical"]
@@ -202,6 +211,10 @@ class StackedClassifier:
                 klass = getattr(klass, part)
             self.base_models_[name] = klass.load(path / "base" / name)
         return self
+
+
+def _no_phase(name: str, **info):
+    return nullcontext()
 
 
 def _early_stopping_split(idx: np.ndarray, y: np.ndarray, seed: int, share: float = 0.15):

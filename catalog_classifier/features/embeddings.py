@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from catalog_classifier import events
 from catalog_classifier.config import CatalogConfig, ImageConfig
 from catalog_classifier.features.backbone import (
     EMBED_DIM, backbone_key, build_transform, embed_forward, load_backbone,
@@ -149,7 +150,8 @@ class ImageEmbedder:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            self._model = load_backbone(self.cfg)
+            with events.stage("image.load"):
+                self._model = load_backbone(self.cfg)
         return self._model
 
     def _read(self, ref):
@@ -172,7 +174,7 @@ class ImageEmbedder:
         )
         run = _Run()
         chunk = max(4 * self.cfg.batch_size, 64)  # bounds the bytes/tensors held in memory
-        with ThreadPoolExecutor(self.workers) as pool, tqdm(
+        with events.stage("image.embed", images=n), ThreadPoolExecutor(self.workers) as pool, tqdm(
             total=n, disable=not progress, unit="img", desc="image embeddings"
         ) as bar:
             for start in range(0, n, chunk):
@@ -195,7 +197,8 @@ class ImageEmbedder:
             else:
                 pending[digest] = (i, data)
 
-        hits = self.cache.get_many(pending) if self.cache is not None and pending else {}
+        with events.stage("image.cache"):
+            hits = self.cache.get_many(pending) if self.cache is not None and pending else {}
         for digest, vec in hits.items():
             i, _ = pending.pop(digest)
             res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
@@ -211,12 +214,15 @@ class ImageEmbedder:
         bs = self.cfg.batch_size
         for b in range(0, len(todo), bs):
             part = todo[b:b + bs]
-            feats = embed_forward(self.model, torch.stack([x for _, _, x in part])).numpy()
+            batch = torch.stack([x for _, _, x in part])
+            with events.stage("image.forward", images=len(part)):
+                feats = embed_forward(self.model, batch).numpy()
             for (i, digest, _), vec in zip(part, feats):
                 res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
             res.n_computed += len(part)
         if self.cache is not None and todo:
-            self.cache.put_many({d: res.vectors[i] for i, d, _ in todo})
+            with events.stage("image.cache"):
+                self.cache.put_many({d: res.vectors[i] for i, d, _ in todo})
 
         for i in repeats:
             digest = res.digests[i]

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .. import events
 from ..catalog import CatalogError
 from ..config import Config, load_config
 from .chunks import SeenIds, chunk_rows, open_catalog
@@ -125,25 +126,32 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
             return _result(out_dir, manifest, skipped=True)
         reused, computed, n_chunks, n_rows = _run_chunks(stream, out_dir, clf, ident, cfg, progress)
         _check_unchanged(Path(catalog_path), ident.input)
-        merge_parts(out_dir, n_chunks, n_rows)
+        with events.stage("nightly.merge"):
+            merge_parts(out_dir, n_chunks, n_rows)
         manifest.update(n_chunks=n_chunks, n_rows=n_rows)
         pred = pd.read_parquet(out_dir / PREDICTIONS)
         prev = Path(previous) if previous else find_previous(out_dir)
+        with events.stage("nightly.drift"):
+            drift = drift_report(pred, clf, prev, cfg.nightly.drift_alpha)
+        with events.stage("nightly.queue"):
+            queue = build_queue(pred, stream, out_dir, cfg, clf, manifest["started_at"])
         report = {
             "run_id": ident.run_id, "date": manifest["date"], "catalog": str(catalog_path),
             "model": ident.model, "chunk_size": cfg.nightly.chunk_size, "config_hash": ident.config_hash,
             "engine": cfg.nightly.engine,
             "summary": summarize(pred),
-            "drift": drift_report(pred, clf, prev, cfg.nightly.drift_alpha),
-            "review_queue": build_queue(pred, stream, out_dir, cfg, clf, manifest["started_at"]),
+            "drift": drift,
+            "review_queue": queue,
             "mlflow_run_id": manifest.get("mlflow_run_id"),
         }
         del pred
-        files = write_report(out_dir, report)
+        with events.stage("nightly.report"):
+            files = write_report(out_dir, report)
         if cfg.tracking.enabled and not manifest.get("mlflow_run_id"):
             manifest["mlflow_run_id"] = report["mlflow_run_id"] = _log_mlflow(report, files, cfg)
             write_manifest(out_dir, manifest)  # a crash before "complete" must not log twice
-            files = write_report(out_dir, report)
+            with events.stage("nightly.report"):
+                files = write_report(out_dir, report)
         manifest.update(status="complete", finished_at=_now(), counts=report["summary"]["counts"],
                         review_rate=report["summary"]["review_rate"],
                         outputs={"predictions": PREDICTIONS, **{k: p.name for k, p in files.items()},
@@ -210,7 +218,8 @@ def _run_chunks(stream, out_dir: Path, clf, ident: Identity, cfg: Config, progre
         for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
             frame = chunk_rows(clf, items, rejected, cfg.catalog.image_root, stamp)
             check_rows(i, frame, len(raw))
-            write_part(out_dir, i, frame)
+            with events.stage("nightly.write_part"):
+                write_part(out_dir, i, frame)
             computed += 1
             bar.set_postfix(rows=plan.n_rows, refresh=False)
             bar.update(plan.n_chunks - bar.n)  # committed parts passed over count as done
