@@ -37,11 +37,12 @@ evaluate: $(STAMP)
 	$(BIN)/catalog-classifier evaluate --catalog $(DEMO) --config $(DEMO_CFG) --name flipkart1050 --level 1 --level 2
 	$(BIN)/catalog-classifier evaluate --catalog "$(SHARED)/bigbasket/BigBasket Products.csv" --config configs/bigbasket.yaml --name bigbasket --level 1 --level 2 --protocol oof
 
+## The benchmark lives outside the product (bench/, not installed): run from the repository root.
 bench: $(RAY_STAMP)
-	$(BIN)/catalog-classifier bench
+	$(BIN)/python -m bench
 
 bench-quick: $(RAY_STAMP)
-	$(BIN)/catalog-classifier bench --quick
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf out models .cache mlruns mlflow.db

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-bench}"
 BIN="${BIN:-.venv/bin}"
-if [ ! -x "$BIN/catalog-classifier" ]; then
+if [ ! -x "$BIN/python" ] || ! "$BIN/python" -c 'import catalog_classifier' 2>/dev/null; then
   make install
 fi
 if ! "$BIN/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
@@ -27,4 +27,4 @@ from torchvision.io import decode_jpeg
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"{torch.cuda.get_device_name(0)}, bf16: {torch.cuda.is_bf16_supported()}")
 PY
-exec "$BIN/catalog-classifier" bench --gpu --out "$OUT" --work out/bench-work-gpu
+exec "$BIN/python" -m bench --gpu --out "$OUT" --work out/bench-work-gpu

@@ -130,9 +130,8 @@ def main():  # pragma: no cover - console entry
     app()
 
 
-# Nightly, lifecycle and benchmark commands live next to their code.
-from .bench import cli_bench  # noqa: E402
+# Nightly and lifecycle commands live next to their code.
 from .nightly import cli_lifecycle, cli_nightly  # noqa: E402
 
-for _module in (cli_nightly, cli_lifecycle, cli_bench):
+for _module in (cli_nightly, cli_lifecycle):
     _module.register(app)

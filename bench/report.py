@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io_utils import atomic_write_text
+from catalog_classifier.io_utils import atomic_write_text
 from .stages import STAGES
 
 
@@ -25,7 +25,7 @@ def _machine(r: dict) -> list[str]:
     libs = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchvision", "timm", "lightgbm", "scikit-learn",
                                               "sentencepiece", "numpy", "pandas") if v.get(k))
     return [
-        f"- **Date**: {r.get('date')} ({r.get('mode')} run: `catalog-classifier bench"
+        f"- **Date**: {r.get('date')} ({r.get('mode')} run: `python -m bench"
         f"{' --quick' if r.get('mode') == 'quick' else ''}`)",
         f"- **CPU**: {m.get('cpu')}, {m.get('cores')} usable cores ({m.get('logical_cpus')} logical), "
         f"{m.get('memory_gb')} GB RAM, torch threads {m.get('torch_threads')}; {m.get('os')}",
@@ -103,10 +103,11 @@ def _throughput(t: dict, title: str) -> list[str]:
         out.append(f"| {k} | {cold.get(k, 0):.2f} | {100 * cold.get(k, 0) / tc:.0f}% | {warm.get(k, 0):.2f} | "
                    f"{100 * warm.get(k, 0) / tw:.0f}% |")
     d = t["stage_detail"]
-    out += ["", "Stages: decode = read + sha256 + PIL decode + letterbox (inside the embedder, thread pool); "
+    out += ["", "Stages (exclusive times of the product's `catalog_classifier.events` stages): decode = read + "
+            "sha256 + PIL decode + letterbox (inside the embedder, thread pool); "
             "cnn = backbone forward; text = char-CNN + linear text model; features = text normalisation, "
-            "tabular + sentencepiece features, meta matrix, image head, thresholds + rules; lightgbm = meta "
-            "booster; write = parts, merge, report, review queue + its three export formats; other = catalog "
+            "tabular + sentencepiece features, image head, thresholds + rules; lightgbm = meta "
+            "matrix + booster + opinion pool + temperature; write = parts, merge, report, review queue + its three export formats; other = catalog "
             "read/validation, backbone loading, embedding-cache I/O, drift tests, run bookkeeping. Cold detail: "
             + ", ".join(f"{k} {v:.2f} s" for k, v in d.items()) + ".", ""]
     return out
@@ -176,7 +177,7 @@ def _training(r: dict) -> list[str]:
 
 def write_markdown(r: dict, path: Path) -> Path:
     lines = ["# catalog-classifier benchmark", "",
-             "Written by `make bench` (`catalog-classifier bench`) together with `results.json` (same figures, "
+             "Written by `make bench` (`python -m bench`) together with `results.json` (same figures, "
              "machine-readable). Re-run it after a change and compare.", "", "## Machine", ""]
     lines += _machine(r) + ["", "## Targets", ""] + _targets(r) + [""]
     for note in r.get("notes", []):

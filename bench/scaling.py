@@ -36,9 +36,9 @@ def run_once(spec: dict) -> dict:
     """Worker task: one nightly run (model load included in the process, not in wall_s)."""
     import torch
 
-    from ..classifier import CatalogClassifier
-    from ..config import load_config
-    from ..nightly.runner import run_nightly
+    from catalog_classifier.classifier import CatalogClassifier
+    from catalog_classifier.config import load_config
+    from catalog_classifier.nightly.runner import run_nightly
     from .machine import peak_rss_mb
 
     if spec.get("threads"):

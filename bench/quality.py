@@ -19,18 +19,17 @@ holds the stricter nested figures.
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import TARGETS
-from ..evaluation_oof import crossfit_accept, fill_missing, oof_probas  # one implementation for both
+from catalog_classifier.evaluation import TARGETS
+from catalog_classifier.evaluation_oof import crossfit_accept, fill_missing, oof_probas  # one implementation for both
 
 
 def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = False) -> dict:
-    from ..reporting import classification_metrics
+    from catalog_classifier.reporting import classification_metrics
 
     scored = int((~np.isnan(proba).any(1)).sum())
     p = fill_missing(proba)
@@ -54,29 +53,8 @@ def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = 
     return rec
 
 
-class _PhaseLog(logging.Handler):
-    """Times the phases of CatalogClassifier.fit from its progress messages."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.marks: list[tuple[float, str]] = []
-
-    def emit(self, record):
-        self.marks.append((time.perf_counter(), record.getMessage()))
-        print(f"{time.strftime('%H:%M:%S')} {record.getMessage()}", flush=True)  # the worker's log
-
-    def phases(self, end: float) -> dict[str, float]:
-        out: dict[str, float] = {}
-        marks = self.marks + [(end, "")]
-        for (t, msg), (t_next, _) in zip(marks, marks[1:]):
-            key = "inputs" if msg.startswith("training on") else "rules" if msg.startswith("rule ") \
-                else msg.split(":", 1)[0]
-            out[key] = round(out.get(key, 0.0) + t_next - t, 2)
-        return out
-
-
 def _config(spec: dict):
-    from ..config import load_config
+    from catalog_classifier.config import load_config
 
     cfg = load_config(spec["config"])
     sections = {k: dict(v) for k, v in spec.get("overrides", {}).items()}
@@ -88,9 +66,12 @@ def run(spec: dict) -> dict:
     """Worker task: fit, save (optional), then score stack, bases and peers out of fold."""
     import torch
 
-    from ..catalog import read_catalog
-    from ..classifier import CatalogClassifier
+    from catalog_classifier import events
+    from catalog_classifier.catalog import read_catalog
+    from catalog_classifier.classifier import CatalogClassifier
+
     from .machine import cpu_seconds, peak_rss_mb
+    from .stages import ExclusiveTimes, phase_key
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -102,21 +83,20 @@ def run(spec: dict) -> dict:
         items = items.sample(spec["subsample"], random_state=cfg.stack.seed).sort_index().reset_index(drop=True)
     read_s = time.perf_counter() - t_read
 
-    phase_log = _PhaseLog()
-    clf_log = logging.getLogger("catalog_classifier.classifier")
-    clf_log.addHandler(phase_log)
-    clf_log.setLevel(logging.INFO)
+    phases = ExclusiveTimes(phase_key)
     t0, c0 = time.perf_counter(), cpu_seconds()
-    clf = CatalogClassifier(cfg).fit(items, image_root=cat.image_root, progress=False)
+    with events.listening(phases):
+        clf = CatalogClassifier(cfg).fit(items, image_root=cat.image_root, progress=False)
     if spec.get("model_out"):
+        t_save = time.perf_counter()
         clf.save(Path(spec["model_out"]))
-    fit_s, fit_end = time.perf_counter() - t0, time.perf_counter()
+        phases.totals["save"] = time.perf_counter() - t_save
+    fit_s = time.perf_counter() - t0
     training = {"catalog": spec["catalog"], "level": spec["level"], "items": int(len(items)),
                 "wall_s": round(fit_s, 1), "cpu_s": round(cpu_seconds() - c0, 1),
                 "peak_rss_mb": peak_rss_mb(), "read_s": round(read_s, 1),
                 "embeddings_computed": int(getattr(clf, "last_embedding_stats_", {}).get("computed", 0)),
-                "phases_s": phase_log.phases(fit_end)}
-    clf_log.removeHandler(phase_log)
+                "phases_s": {k: round(v, 2) for k, v in phases.totals.items()}}
 
     st = clf.stack_
     y, fold, labels = st.y_, st.fold_, clf.labels_

@@ -32,8 +32,8 @@ def gpu_decode_pipeline(model, refs, image_root, batch_size: int, image_size: in
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from ..features.backbone import embed_forward
-    from ..features.images import read_image_bytes
+    from catalog_classifier.features.backbone import embed_forward
+    from catalog_classifier.features.images import read_image_bytes
 
     device = next(model.parameters()).device
     blobs = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def _night(catalog: str, out: Path, clf, cfg) -> tuple[float, int, Path]:
-    from ..nightly.runner import run_nightly
+    from catalog_classifier.nightly.runner import run_nightly
 
     t0 = time.perf_counter()
     res = run_nightly(catalog, out, clf, cfg, force=True, progress=False, date="2000-01-01")
@@ -33,8 +33,8 @@ def run(spec: dict) -> dict:
     """Worker task. spec: model_dir, config, overrides, warm_catalog, cold_catalog, warm_cache, work, cpus."""
     import torch
 
-    from ..classifier import CatalogClassifier
-    from ..config import load_config
+    from catalog_classifier.classifier import CatalogClassifier
+    from catalog_classifier.config import load_config
 
     try:
         import ray

@@ -5,8 +5,9 @@ Each repeat runs, back to back so machine load hits all three alike:
   limit -- the backbone's forward pass alone (``embed_forward``) on pre-decoded batches of
            the product's batch size, same model object, device and thread count
   warm  -- ``run_nightly`` again with the cache the cold run filled
-Ratios are taken per repeat and the median is reported. Stage times come from
-``bench.stages`` (exclusive wall seconds of wrapped product functions).
+Ratios are taken per repeat and the median is reported. Stage times come from the
+product's timing hook (``catalog_classifier.events``), turned into exclusive wall seconds
+per stage by ``bench.stages.StageTimer``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 
 def _images(clf, catalog: str, cfg, n: int) -> tuple[list[str], str | None]:
-    from ..catalog import read_catalog
+    from catalog_classifier.catalog import read_catalog
 
     cat = read_catalog(catalog, cfg.catalog)
     refs = [r for r in cat.items["image"].tolist() if isinstance(r, str) and r.strip()]
@@ -39,7 +40,7 @@ def cnn_limit(model, tensors, batch_size: int, repeats: int = 1) -> float:
     """Items/s of embed_forward alone on pre-decoded batches (after one warm-up batch)."""
     import torch
 
-    from ..features.backbone import embed_forward
+    from catalog_classifier.features.backbone import embed_forward
 
     device = next(model.parameters()).device
     batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
@@ -56,7 +57,7 @@ def cnn_limit(model, tensors, batch_size: int, repeats: int = 1) -> float:
 
 
 def _night(clf, catalog, cfg, out: Path, timer) -> dict:
-    from ..nightly.runner import run_nightly
+    from catalog_classifier.nightly.runner import run_nightly
 
     shutil.rmtree(out.parent, ignore_errors=True)
     timer.reset()
@@ -73,10 +74,12 @@ def run(spec: dict) -> dict:
     """Worker task. spec: model_dir, catalog, config, overrides, work, repeats, limit_images, device."""
     import torch
 
-    from ..classifier import CatalogClassifier
-    from ..config import load_config
-    from ..features.embeddings import EmbeddingCache
-    from .stages import StageTimer, install
+    from catalog_classifier.classifier import CatalogClassifier
+    from catalog_classifier.config import load_config
+    from catalog_classifier import events
+    from catalog_classifier.features.embeddings import EmbeddingCache
+
+    from .stages import StageTimer
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -99,7 +102,7 @@ def run(spec: dict) -> dict:
 
     runs = []
     timer = StageTimer()
-    with install(timer):
+    with events.listening(timer):
         for r in range(spec["repeats"]):
             cache = work / f"cache-{r}"
             shutil.rmtree(cache, ignore_errors=True)

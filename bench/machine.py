@@ -68,7 +68,7 @@ def machine_info() -> dict:
 
 
 def versions() -> dict:
-    from ..versions import library_versions
+    from catalog_classifier.versions import library_versions
 
     return library_versions()
 

@@ -1,4 +1,4 @@
-"""``catalog-classifier bench``: plan the sections, run each measurement in a child process,
+"""``python -m bench`` (``make bench``): plan the sections, run each measurement in a child process,
 write ``results.json`` and ``RESULTS.md``.
 
 Order matters: the Flipkart level-1 quality fit is also the model the throughput and
@@ -13,12 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import catalog_classifier
-
 from .machine import load_average, machine_info, now_iso, versions
-from .worker import CPU_SECONDS, REUSE, spawn
+from .worker import ROOT, Spawner
 
-ROOT = Path(catalog_classifier.__file__).resolve().parents[1]
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -99,7 +96,7 @@ def _say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_quality(st: Settings, work: Path, only_model: bool = False) -> tuple[list, list, Path]:
+def run_quality(sp: Spawner, st: Settings, work: Path, only_model: bool = False) -> tuple[list, list, Path]:
     records, training = [], []
     model_dir = work / "models" / "flipkart1050-L1"
     for cat in st.catalogs:
@@ -117,7 +114,7 @@ def run_quality(st: Settings, work: Path, only_model: bool = False) -> tuple[lis
                     "model_out": str(model_dir) if (cat.name, level) == ("flipkart1050", 1) else None}
             _say(f"quality {cat.name} level {level}: fit with {spec['overrides'].get('stack', {}).get('n_folds', 5)}"
                  f"-fold out-of-fold layer, peers on the same folds")
-            res = spawn("quality", spec, work / "logs", f"quality-{cat.name}-L{level}", cwd=ROOT)
+            res = sp.spawn("quality", spec, work / "logs", f"quality-{cat.name}-L{level}")
             records += res["records"]
             training.append({**res["training"], "process_peak_rss_mb": res["process_peak_rss_mb"],
                              "process_cpu_s": res["process_cpu_s"],
@@ -128,7 +125,7 @@ def run_quality(st: Settings, work: Path, only_model: bool = False) -> tuple[lis
     return records, training, model_dir
 
 
-def run_throughput(st: Settings, work: Path, model_dir: Path) -> dict:
+def run_throughput(sp: Spawner, st: Settings, work: Path, model_dir: Path) -> dict:
     catalog = DEMO_CSV
     if st.throughput_rows:
         from .scaling import replicate_catalog
@@ -139,7 +136,7 @@ def run_throughput(st: Settings, work: Path, model_dir: Path) -> dict:
             "overrides": _common(work, st.device), "work": str(work / "throughput"), "threads": st.threads,
             "repeats": st.throughput_repeats, "limit_images": st.limit_images}
     _say(f"throughput on {st.device}: {st.throughput_repeats} x (cold, CNN limit, warm)")
-    res = spawn("throughput", spec, work / "logs", f"throughput-{st.device}", cwd=ROOT)
+    res = sp.spawn("throughput", spec, work / "logs", f"throughput-{st.device}")
     _say(f"  cold {res['cold_items_per_s']:.1f} items/s, warm {res['warm_items_per_s']:.1f}, "
          f"CNN limit {res['cnn_forward_limit_items_per_s']:.1f} (cold/limit {res['cold_to_limit']:.2f}, "
          f"warm/cold {res['warm_over_cold']:.1f})")
@@ -147,7 +144,7 @@ def run_throughput(st: Settings, work: Path, model_dir: Path) -> dict:
     return res
 
 
-def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
+def run_scaling(sp: Spawner, st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
     """One process per size, each with its own copy of a cache holding the demo's embeddings."""
     from .scaling import replicate_catalog, summarize
 
@@ -163,7 +160,7 @@ def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
         common["image"]["cache_dir"] = str(cache)
         spec = {"model_dir": str(model_dir), "catalog": str(csv), "config": str(DEMO_CFG), "overrides": common,
                 "out": str(work / "scaling" / f"night-x{r}" / "2000-01-01"), "threads": st.threads}
-        res = spawn("nightly", spec, work / "logs", f"scaling-x{r}", cwd=ROOT)
+        res = sp.spawn("nightly", spec, work / "logs", f"scaling-x{r}")
         rows.append({"replicas": r, "items": n, "wall_s": res["wall_s"], "items_per_s": res["items_per_s"],
                      "peak_rss_mb": res["process_peak_rss_mb"], "process_wall_s": res["process_wall_s"],
                      "cache": "warm" if filled.exists() else "empty", "process_cpu_s": res["process_cpu_s"],
@@ -172,7 +169,7 @@ def run_scaling(st: Settings, work: Path, model_dir: Path) -> tuple[list, dict]:
     return rows, summarize(rows)
 
 
-def run_engines(st: Settings, work: Path, model_dir: Path) -> dict:
+def run_engines(sp: Spawner, st: Settings, work: Path, model_dir: Path) -> dict:
     """Local vs Ray engine on the demo catalog: warm cache (whole catalog), cold (a slice)."""
     from .machine import usable_cores
     from .scaling import replicate_catalog
@@ -188,7 +185,7 @@ def run_engines(st: Settings, work: Path, model_dir: Path) -> dict:
             "cold_catalog": str(cold), "warm_cache": str(filled),
             "work": str(work / "engines"), "cpus": usable_cores() or 2, "threads": st.threads}
     _say("engines: local vs ray (local Ray instance on this machine), warm and cold")
-    res = spawn("engines", spec, work / "logs", "engines", cwd=ROOT)
+    res = sp.spawn("engines", spec, work / "logs", "engines")
     if "skipped" not in res:
         _say(f"  warm: local {res['warm_local']['items_per_s']} vs ray {res['warm_ray']['items_per_s']} items/s; "
              f"cold: local {res['cold_local']['items_per_s']} vs ray {res['cold_ray']['items_per_s']}")
@@ -203,7 +200,7 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
     st = settings(quick, device="cuda" if gpu else "cpu")
     st.threads = threads
     work = Path(work or (ROOT / "out" / ("bench-work-quick" if quick else "bench-work")))
-    REUSE[0] = resume
+    sp = Spawner(reuse=resume)
     if not resume:
         shutil.rmtree(work, ignore_errors=True)  # fresh caches: cold means cold
     work.mkdir(parents=True, exist_ok=True)
@@ -219,11 +216,11 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     need_model = any(s in sections for s in ("throughput", "scaling", "engines"))
-    records, training, model_dir = run_quality(st, work, only_model="quality" not in sections or gpu)
+    records, training, model_dir = run_quality(sp, st, work, only_model="quality" not in sections or gpu)
     seconds["gpu_model_fit" if gpu else "quality_and_training"] = round(time.perf_counter() - t, 1)
     if gpu:
         t = time.perf_counter()
-        results["gpu"] = {**run_throughput(st, work, model_dir), "machine": machine_info(), "date": now_iso()}
+        results["gpu"] = {**run_throughput(sp, st, work, model_dir), "machine": machine_info(), "date": now_iso()}
         seconds["gpu_throughput"] = round(time.perf_counter() - t, 1)
         results.setdefault("section_seconds", {}).update(seconds)
     else:
@@ -231,18 +228,18 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
             results["quality"], results["training"] = records, training
         if need_model and "throughput" in sections:
             t = time.perf_counter()
-            results["throughput"] = run_throughput(st, work, model_dir)
+            results["throughput"] = run_throughput(sp, st, work, model_dir)
             seconds["throughput"] = round(time.perf_counter() - t, 1)
         if need_model and "scaling" in sections:
             t = time.perf_counter()
-            results["scaling"], results["scaling_summary"] = run_scaling(st, work, model_dir)
+            results["scaling"], results["scaling_summary"] = run_scaling(sp, st, work, model_dir)
             seconds["scaling"] = round(time.perf_counter() - t, 1)
         if need_model and "engines" in sections:
             t = time.perf_counter()
-            results["engines"] = run_engines(st, work, model_dir)
+            results["engines"] = run_engines(sp, st, work, model_dir)
             seconds["engines"] = round(time.perf_counter() - t, 1)
         seconds["total"] = round(time.perf_counter() - t_all, 1)
-        seconds["cpu_total"] = round(CPU_SECONDS[0], 1)  # all measuring processes; idle 2-core wall >= cpu/2
+        seconds["cpu_total"] = round(sp.cpu_seconds, 1)  # all measuring processes; idle 2-core wall >= cpu/2
         results["section_seconds"] = seconds
         results["settings"] = _settings_summary(st)
         results["machine"]["load_average_at_end"] = load_average()
@@ -254,7 +251,7 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
 
 def write_results(results: dict, path: Path) -> None:
     """results.json, written atomically (the committed file is never half-written)."""
-    from ..io_utils import atomic_write_text
+    from catalog_classifier.io_utils import atomic_write_text
 
     atomic_write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", path)
 
