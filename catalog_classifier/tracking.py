@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,22 @@ def setup(tc: TrackingConfig, experiment: str | None = None):
 
 def log_model_version(clf, model_dir: str | Path, metrics: dict[str, float], params: dict[str, Any],
                       tc: TrackingConfig, artifacts: list[str | Path] = (), register: bool = True,
-                      tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Log a trained model (params, metrics, pictures, pyfunc) and register a new version."""
+                      tags: dict[str, str] | None = None, input_example=None) -> dict[str, Any]:
+    """Log a trained model (params, metrics, pictures, pyfunc) and register a new version.
+
+    The pyfunc model carries the product's code (``code_paths``: the catalog_classifier and
+    stacking packages; the product is not on a package index, so a requirement could not be
+    installed), its dependencies pinned, a signature with the ``image_root`` param and, when
+    given, ``input_example`` (a few catalog rows in the catalog's own columns).
+    """
     mlflow = setup(tc)
     from mlflow import MlflowClient
 
-    from .pyfunc import CatalogClassifierPyfunc
+    from .pyfunc import IMAGE_ROOT, CatalogClassifierPyfunc, model_signature, product_code_paths
+
+    root = clf.config.catalog.image_root
+    if input_example is not None and root:  # the serving example shows the param too
+        input_example = (input_example, {IMAGE_ROOT: str(root)})
 
     with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
@@ -52,7 +63,9 @@ def log_model_version(clf, model_dir: str | Path, metrics: dict[str, float], par
         info = mlflow.pyfunc.log_model(
             name="model", python_model=CatalogClassifierPyfunc(),
             artifacts={"model_dir": str(Path(model_dir).resolve())},
-            code_paths=None, pip_requirements=_requirements(clf),
+            code_paths=product_code_paths(), pip_requirements=_requirements(clf),
+            signature=model_signature(), input_example=input_example,
+            model_config={"model_name": tc.registered_model, "model_run_id": run.info.run_id},
         )
         run_id = run.info.run_id
     out: dict[str, Any] = {"run_id": run_id, "model_uri": info.model_uri, "version": None}
@@ -69,10 +82,25 @@ def log_model_version(clf, model_dir: str | Path, metrics: dict[str, float], par
 
 
 def _requirements(clf) -> list[str]:
-    v = clf.versions_
-    pins = {"torch": "torch", "lightgbm": "lightgbm", "scikit-learn": "scikit-learn",
-            "sentencepiece": "sentencepiece", "pandas": "pandas", "timm": "timm"}
-    return [f"{pkg}=={v[k]}" for k, pkg in pins.items() if v.get(k)]
+    """The product's own dependencies, each pinned to the version that trained the model
+    (``clf.versions_``) or else the installed one."""
+    from importlib import metadata
+
+    try:
+        declared = [r for r in metadata.requires("catalog-classifier") or [] if "extra ==" not in r]
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        declared = [k for k in clf.versions_ if k not in ("python", "catalog-classifier")]
+    out = []
+    for req in declared:
+        name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0]
+        version = clf.versions_.get(name)
+        if not version:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        out.append(f"{name}=={version}")
+    return out
 
 
 def _is_number(v) -> bool:

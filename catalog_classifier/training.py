@@ -55,12 +55,14 @@ def train_and_log(cat, cfg: Config, out: Path, register: bool = True, progress: 
     if clf.disabled_rules_:
         summary["disabled_rules"] = clf.disabled_rules_
     if register and cfg.tracking.enabled:
+        from .pyfunc import catalog_example
         from .tracking import log_model_version
 
         params = {"catalog": cat.source, "adapter": cat.adapter, "label_depth": cfg.catalog.label_depth,
                   "base_models": ",".join(clf.base_names), "n_folds": cfg.stack.n_folds,
                   "target_precision": cfg.stack.target_precision, "rules": clf.rules.fingerprint()[:16]}
-        info = log_model_version(clf, out, metrics, params, cfg.tracking, artifacts=pics)
+        info = log_model_version(clf, out, metrics, params, cfg.tracking, artifacts=pics,
+                                 input_example=catalog_example(cat.source))
         summary.update({"run_id": info["run_id"], "model_version": info["version"]})
         atomic_write_json({"name": cfg.tracking.registered_model, "version": info["version"],
                            "run_id": info["run_id"]}, out / "registry.json")
