@@ -133,7 +133,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
             "run_id": ident.run_id, "date": manifest["date"], "catalog": str(catalog_path),
             "model": ident.model, "chunk_size": cfg.nightly.chunk_size, "config_hash": ident.config_hash,
             "engine": cfg.nightly.engine,
-            "summary": summarize(pred),
+            "summary": summarize(pred, stream.stats),
             "drift": drift_report(pred, clf, prev, cfg.nightly.drift_alpha),
             "review_queue": build_queue(pred, stream, out_dir, cfg, clf, manifest["started_at"]),
             "mlflow_run_id": manifest.get("mlflow_run_id"),
