@@ -5,7 +5,8 @@ a line source that remembers the physical lines each record took, so every recor
 its lines ("12" or "12-14"). A record is broken when it has another number of fields than
 the header (a truncated row, an extra field, a row shifted by a missing field) or when a
 structural field (id, price, image, brand, domain, url, category: ``strict`` columns) holds
-a line break. A broken record keeps only its first physical line, as a row with an error
+a line break, or when its quoting is malformed (a quote never closed, text after a closing
+quote: the csv module's strict mode). A broken record keeps only its first physical line, as a row with an error
 and a bounded copy of that line; parsing resumes at the next physical line. So the rows an
 unbalanced quote swallowed into one field come back as the normal rows they are, and a
 legitimately quoted multi-line description still reads as one record.
@@ -79,7 +80,7 @@ class CsvRecords:
         if csv.field_size_limit() < _FIELD_LIMIT:
             csv.field_size_limit(min(_FIELD_LIMIT, sys.maxsize))
         self.src = _Lines(fh)
-        self.reader = csv.reader(self.src, delimiter=sep)
+        self.reader = csv.reader(self.src, delimiter=sep, strict=True)
         self.header: list[str] = []
         for rec in self.reader:  # leading blank lines are not a header
             if rec:
@@ -104,7 +105,7 @@ class CsvRecords:
             except StopIteration:
                 return
             except csv.Error as e:
-                rec, error = None, f"unparseable CSV record: {e}"
+                rec, error = None, f"malformed CSV record: {e}"
             lines, src.taken = src.taken, []
             if rec == [] and error is None:
                 continue  # a blank line
