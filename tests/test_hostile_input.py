@@ -88,7 +88,7 @@ def _rows_with_images(heldout_items, n: int) -> pd.DataFrame:
 
 
 def _apply(rows: pd.DataFrame, cases) -> pd.DataFrame:
-    rows = rows.copy()
+    rows = rows.astype(object)  # pandas' Arrow-backed strings cannot hold a lone surrogate
     for i, (_, col, value, _) in enumerate(cases):
         rows.loc[i, col] = value(rows.loc[i, col]) if callable(value) else value
     return rows

@@ -62,13 +62,14 @@ def has_surrogate(s: str) -> bool:
 
 
 def bounded_raw(s: Any, max_chars: int = MAX_RAW_CHARS) -> str | None:
-    """A copy of raw input safe to store: lone surrogates escaped (``\\ud83d``), at most max_chars."""
+    """A copy of raw input safe to store: lone surrogates and NUL escaped (``\\ud83d``, ``\\x00``),
+    at most max_chars."""
     if s is None:
         return None
     s = str(s)[: max_chars]
     if has_surrogate(s):
-        s = s.encode("utf-8", "backslashreplace").decode("utf-8")[:max_chars]
-    return s
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s.replace("\x00", "\\x00")[:max_chars]
 
 
 def clean_optional(v: Any, max_chars: int | None = None) -> str | None:

@@ -106,9 +106,10 @@ class SeenIds:
         """Move items whose id was kept in an earlier chunk to the rejected rows; remember the rest."""
         dup = items["item_id"].map(lambda i: i in self.first_row).to_numpy(dtype=bool)
         if dup.any():
-            d = items.loc[dup, ["item_id", "row"]]
+            d = items.loc[dup, ["item_id", "row", LINES_COLUMN]]
             moved = pd.DataFrame({
                 "item_id": d["item_id"].to_numpy(), "row": d["row"].to_numpy(),
+                LINES_COLUMN: d[LINES_COLUMN].to_numpy(), "raw": None,
                 "reason": [f"duplicate item_id (first kept at row {self.first_row[i]})" for i in d["item_id"]],
             })
             rejected = pd.concat([rejected, moved], ignore_index=True) if len(rejected) else moved
