@@ -7,6 +7,7 @@ category's threshold and the keyword rules.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -156,19 +157,28 @@ class CatalogClassifier:
     def predict_proba(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                       embeddings: np.ndarray | None = None, image_reasons: list | None = None
                       ) -> tuple[np.ndarray, dict, list]:
-        with events.stage("predict.inputs"):
+        """Class probabilities, base-model probabilities and per-row image reasons.
+
+        A failure raises StageError naming the stage (featurize, predict), so the nightly
+        job can tell which rows to reject and why.
+        """
+        with _stage("featurize"), events.stage("predict.inputs"):
             X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
             passthrough = self._passthrough(items, X)
-        base = self.stack_.base_proba(X)  # one predict.base stage per model
-        with events.stage("predict.meta"):
-            proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
+        with _stage("predict"):
+            base = self.stack_.base_proba(X)  # one predict.base stage per model
+            with events.stage("predict.meta"):
+                proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
         return proba, base, reasons
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                 embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:
-        """One row per item: category, confidence, top-3, status (accepted/review), reason, rule."""
+        """One row per item: category, confidence, top-3, status (accepted/review), reason, rule.
+
+        A failure raises StageError naming the stage (featurize, predict, route).
+        """
         proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings, image_reasons)
-        with events.stage("predict.route"):
+        with _stage("route"), events.stage("predict.route"):
             return self.route(items, proba, img_reasons)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
@@ -270,6 +280,24 @@ class CatalogClassifier:
         self.labels_ = json.loads((path / "labels.json").read_text())
         self.versions_ = versions
         return self
+
+
+class StageError(Exception):
+    """A predict stage failed: ``stage`` (featurize / predict / route) and the original ``error``."""
+
+    def __init__(self, stage: str, error: BaseException):
+        super().__init__(f"{stage} failed: {type(error).__name__}: {error}")
+        self.stage, self.error = stage, error
+
+
+@contextlib.contextmanager
+def _stage(name: str):
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the stage, reported with its class
+        raise StageError(name, e) from e
 
 
 def _group_key(title: str) -> str:

@@ -46,7 +46,7 @@ def test_flipkart_demo_catalog(fk_catalog, fk_raw):
     assert fk_catalog.adapter == "flipkart"
     assert fk_catalog.image_root == "data/flipkart1050/images"
     assert len(items) == 1050 and fk_catalog.rejected.empty
-    assert list(items.columns) == list(ITEM_COLUMNS) + ["row"]
+    assert list(items.columns) == list(ITEM_COLUMNS) + ["row", "lines"]
     assert items["row"].tolist() == list(range(1050))
     assert items["item_id"].tolist() == fk_raw["uniq_id"].tolist()
     level1 = make_labels(items["category"], depth=1, min_items=10)
@@ -153,8 +153,9 @@ def test_duplicates_and_missing_ids_rejected_with_reason(fk_raw):
     assert len(items) == 5 and len(rejected) == 2
     assert list(rejected.columns) == list(REJECT_COLUMNS)
     assert rejected.to_dict("records") == [
-        {"item_id": rows.loc[1, "item_id"], "row": 5, "reason": "duplicate item_id (first kept at row 1)"},
-        {"item_id": None, "row": 6, "reason": "missing item_id"},
+        {"item_id": rows.loc[1, "item_id"], "row": 5, "reason": "duplicate item_id (first kept at row 1)",
+         "lines": None, "raw": None},
+        {"item_id": None, "row": 6, "reason": "missing item_id", "lines": None, "raw": None},
     ]
     kept = items.set_index("item_id").loc[rows.loc[1, "item_id"]]
     assert kept["row"] == 1 and kept["title"] == rows.loc[1, "title"]
@@ -172,14 +173,14 @@ def test_bad_prices_become_nan_and_rows_stay(fk_raw):
 
 def test_text_cleaning(fk_raw):
     rows = adapt(_sample(fk_raw, 4), "flipkart")
-    rows.loc[0, "title"] = "Ｗatch\x00 with\x07 bell\x1b"
+    rows.loc[0, "title"] = "Ｗatch\x00with\x07bell\x1b"
     rows.loc[1, "description"] = "line one\nline\ttwo\r\n"
     rows.loc[2, ["title", "description"]] = ["  ", None]  # no text at all: still kept
     rows.loc[3, "brand"] = "  "
     rows.loc[3, "category"] = "  Watches>>Wrist   Watches > "
     items, rejected = validate_items(rows, CatalogConfig(max_text_chars=120))
     assert rejected.empty
-    assert items.loc[0, "title"] == "Watch with bell"
+    assert items.loc[0, "title"] == "Watch with bell"  # a control character is a space: words stay apart
     assert items.loc[1, "description"] == "line one\nline\ttwo"
     assert items.loc[2, "title"] == "" and items.loc[2, "description"] == ""
     assert items.loc[3, "brand"] is None
@@ -198,6 +199,11 @@ def test_csv_jsonl_parquet_give_identical_items(tmp_path, fk_raw):
     real.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False)
     real.to_parquet(paths["parquet"], index=False)
     got = {k: read_catalog(p, FLIPKART).items for k, p in paths.items()}
+    # the physical lines are where a record is in its file: CSV records span lines, Parquet has none
+    spans = got["csv"].pop("lines")
+    assert spans.iloc[0] == "2" and spans.str.contains("-").any()
+    assert got["jsonl"].pop("lines").tolist() == [str(i) for i in range(1, 61)]
+    assert got["parquet"].pop("lines").isna().all()
     assert len(got["csv"]) == 60
     pd.testing.assert_frame_equal(got["csv"], got["jsonl"])
     pd.testing.assert_frame_equal(got["csv"], got["parquet"])
@@ -206,6 +212,8 @@ def test_csv_jsonl_parquet_give_identical_items(tmp_path, fk_raw):
         assert [len(c) for c in chunks] == [25, 25, 10]
         assert chunks[2].index[0] == 50
         pd.testing.assert_frame_equal(pd.concat(chunks), read_table(p))
+        whole = read_table(p)
+        assert whole["__lines__"].tolist() == pd.concat(chunks)["__lines__"].tolist()
 
 
 def test_ids_stay_strings(tmp_path):
@@ -242,8 +250,10 @@ def test_unknown_or_unreadable_file(tmp_path):
         read_table(tmp_path / "absent.csv")
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"item_id": "1"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(CatalogError, match=r"bad.jsonl.*line 2"):
-        read_table(bad_json)
+    table = read_table(bad_json)  # a bad line is a broken row of its own, not a refusal of the file
+    assert table["item_id"].tolist() == ["1", None]
+    assert table["__error__"].iloc[0] is None and table["__error__"].iloc[1].startswith("invalid JSON")
+    assert "(line 2)" in table["__error__"].iloc[1] and table["__raw__"].iloc[1] == "{oops"
 
 
 # ---------------------------------------------------------------- labels

@@ -2,7 +2,7 @@
 
     cat = read_catalog("data/flipkart1050/flipkart_com-ecommerce_sample_1050.csv", cfg.catalog)
     cat.items      # schema.ITEM_COLUMNS + ["row"]
-    cat.rejected   # item_id, row, reason: rows that could not be kept
+    cat.rejected   # item_id, row, reason, lines, raw: rows that could not be kept
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import CatalogConfig
-from .adapters import adapt, adapter_names, detect_adapter, get_adapter, register_adapter
+from .adapters import adapt, adapter_names, detect_adapter, get_adapter, register_adapter, structural_columns
+from .csv_reader import META_COLUMNS
 from .errors import CatalogError
 from .labels import category_at_depth, fold_rare, make_labels
 from .readers import iter_table_chunks, read_table
@@ -21,7 +22,7 @@ from .validate import validate_items
 __all__ = [
     "Catalog", "CatalogError", "read_catalog", "choose_adapter", "read_table", "iter_table_chunks",
     "adapt", "adapter_names", "detect_adapter", "get_adapter", "register_adapter",
-    "validate_items", "category_at_depth", "fold_rare", "make_labels",
+    "validate_items", "category_at_depth", "fold_rare", "make_labels", "strict_columns", "META_COLUMNS",
 ]
 
 
@@ -54,12 +55,17 @@ def choose_adapter(columns, cfg: CatalogConfig) -> str:
     return detect_adapter(columns) or "generic"
 
 
+def strict_columns(cfg: CatalogConfig):
+    """The reader's ``strict(header)``: source columns where a line break means a broken record."""
+    return lambda header: structural_columns(choose_adapter(header, cfg), cfg.columns)
+
+
 def read_catalog(path: str | Path, cfg: CatalogConfig | None = None) -> Catalog:
     """Read, adapt and validate one catalog file."""
     cfg = cfg or CatalogConfig()
-    raw = read_table(path)
+    raw = read_table(path, strict=strict_columns(cfg))
     name = choose_adapter(raw.columns, cfg)
     canonical = adapt(raw, name, cfg.columns, source=str(path))
-    items, rejected = validate_items(canonical, cfg)
+    items, rejected = validate_items(canonical, cfg, meta=raw[list(META_COLUMNS)])
     return Catalog(items=items, rejected=rejected, source=str(path), adapter=name,
                    image_root=cfg.image_root)

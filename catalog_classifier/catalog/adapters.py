@@ -1,7 +1,8 @@
 """Adapters: map a raw catalog table onto the canonical item columns (schema.ITEM_COLUMNS).
 
 An adapter returns raw values (cleaning is validate.py's job) with the input's index,
-so every output row is still the input row at the same position.
+so every output row is still the input row at the same position. Ids pass through
+exactly as read: they are the join key back to the source.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .cleaning import domain_from_url, is_missing, object_series, parse_price
+from .csv_reader import META_COLUMNS
 from .errors import CatalogError
 from .schema import CATEGORY_SEP, ITEM_COLUMNS, REQUIRED_COLUMNS
 
@@ -55,6 +57,27 @@ def get_adapter(name: str) -> AdapterFn:
         raise CatalogError(f"unknown catalog adapter {name!r}; known: {adapter_names()}") from None
 
 
+# canonical fields that never legitimately hold a line break (a CSV record where one does is broken)
+STRUCTURAL_FIELDS = ("item_id", "price", "currency", "image", "brand", "domain", "url", "category")
+
+
+def structural_columns(adapter: str, columns: Mapping[str, str] | None = None) -> set[str]:
+    """Source columns of ``adapter`` that feed STRUCTURAL_FIELDS (csv_reader's strict columns)."""
+    if adapter == "flipkart":
+        m = FLIPKART_COLUMNS
+        return {m[c] for c in STRUCTURAL_FIELDS if c in m} | {"retail_price"}
+    if adapter == "bigbasket":
+        m = BIGBASKET_COLUMNS
+        return {m[c] for c in STRUCTURAL_FIELDS if c in m} | set(BIGBASKET_LEVELS)
+    columns = columns or {}
+    return {columns.get(c, c) for c in STRUCTURAL_FIELDS}
+
+
+def file_columns(df: pd.DataFrame) -> list[str]:
+    """The file's own columns (without the reader's reserved ones), for messages."""
+    return [str(c) for c in df.columns if c not in META_COLUMNS]
+
+
 def detect_adapter(columns: Iterable[str]) -> str | None:
     """Name of the known catalog whose signature columns are all present, else None."""
     cols = set(columns)
@@ -87,7 +110,7 @@ def _require(df: pd.DataFrame, expected: Mapping[str, str], adapter: str) -> Non
     if missing:
         wanted = ", ".join(f"{c} (source column {expected.get(c, c)!r})" for c in missing)
         raise CatalogError(f"missing required column(s) for adapter {adapter!r}: {wanted}; "
-                           f"the file has columns {list(map(str, df.columns))}")
+                           f"the file has columns {file_columns(df)}")
 
 
 def _col(df: pd.DataFrame, name: str | None) -> pd.Series:
@@ -172,5 +195,5 @@ def generic(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     absent = {c: s for c, s in columns.items() if s not in df.columns}
     if absent:
         raise CatalogError(f"column mapping names column(s) the file does not have: {absent}; "
-                           f"the file has columns {list(map(str, df.columns))}")
+                           f"the file has columns {file_columns(df)}")
     return _frame({c: _col(df, mapping[c]) for c in ITEM_COLUMNS}, df.index)

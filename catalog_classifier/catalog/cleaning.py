@@ -13,7 +13,11 @@ from .schema import CATEGORY_SEP
 
 MAX_PRICE = 1e8  # above this a "price" is a parsing accident (an EAN, a phone number)
 
-_KEEP_CONTROL = {"\n", "\t"}
+MAX_RAW_CHARS = 1000  # bound on the copy of a broken record kept in the output
+
+# C0/C1 control characters except tab and newline; lone UTF-16 surrogates
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _CATEGORY_SPLIT = re.compile(r"\s*>+\s*")
 _SPACES = re.compile(r"\s+")
@@ -32,19 +36,40 @@ def is_missing(v: Any) -> bool:
 
 
 def clean_text(v: Any, max_chars: int | None = None) -> str:
-    """NFKC-normalise, drop control characters except newline and tab, strip, cap length.
+    """The one text normalisation: valid Unicode, NFKC, control characters as spaces, strip, cap.
 
-    Missing values give "". NFKC folds full-width letters and compatibility forms,
-    so the same product crawled from two shops reads the same.
+    Missing values give "". Lone UTF-16 surrogates (half an emoji in crawled JSON) become
+    U+FFFD so every later step can encode the text; NUL and the other control characters
+    except newline (CR, CRLF -> LF) and tab become a space, never nothing, so ``Bath\\x00Towel`` reads as two
+    words. NFKC folds full-width letters and compatibility forms, so the same product crawled
+    from two shops reads the same. ``features.text.normalize_text`` builds on this.
     """
     if is_missing(v):
         return ""
-    s = unicodedata.normalize("NFKC", str(v))
-    s = "".join(ch for ch in s if ch in _KEEP_CONTROL or unicodedata.category(ch) != "Cc")
-    s = s.strip()
+    s = str(v)
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", _SURROGATE.sub("\ufffd", s))
+    if "\r" in s:  # a CR or CRLF is a line break, like LF
+        s = s.replace("\r\n", "\n").replace("\r", "\n")
+    s = _CONTROL.sub(" ", s).strip()
     if max_chars is not None and len(s) > max_chars:
         s = s[:max_chars].rstrip()
     return s
+
+
+def has_surrogate(s: str) -> bool:
+    return not s.isascii() and _SURROGATE.search(s) is not None
+
+
+def bounded_raw(s: Any, max_chars: int = MAX_RAW_CHARS) -> str | None:
+    """A copy of raw input safe to store: lone surrogates and NUL escaped (``\\ud83d``, ``\\x00``),
+    at most max_chars."""
+    if s is None:
+        return None
+    s = str(s)[: max_chars]
+    if has_surrogate(s):
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s.replace("\x00", "\\x00")[:max_chars]
 
 
 def clean_optional(v: Any, max_chars: int | None = None) -> str | None:

@@ -22,5 +22,6 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "description", "brand", "price", "currency", "domain", "url", "image", "category",
 )
 ITEM_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-# columns of the rejected-rows table
-REJECT_COLUMNS: tuple[str, ...] = ("item_id", "row", "reason")
+# columns of the rejected-rows table: ``lines`` are the physical lines of the record in the
+# file ("12" or "12-14"; None for Parquet), ``raw`` a bounded copy of a broken record's text
+REJECT_COLUMNS: tuple[str, ...] = ("item_id", "row", "reason", "lines", "raw")

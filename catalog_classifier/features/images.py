@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlparse
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..catalog.cleaning import has_surrogate
+
 # Formats a product photo plausibly comes in. Restricting Image.open to these keeps
 # exotic decoders out of reach (EPS, for one, would shell out to Ghostscript).
 # MPO (multi-picture JPEG) comes through the JPEG opener.
@@ -33,6 +35,7 @@ CORRUPT = "corrupt or truncated image"
 REMOTE = "remote images not supported offline"
 UNSUPPORTED_URI = "unsupported image URI scheme"
 UNREADABLE = "image file not readable"
+REFUSED_PATH = "image path refused (NUL byte or invalid Unicode)"
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -63,7 +66,10 @@ def resolve_image_path(ref: str, image_root: str | None) -> tuple[str | None, st
     path (``..`` and symlinks followed) must stay inside it; absolute paths and
     ``file://`` URIs are held to the same rule. Without a root, paths are taken as
     given (relative to the working directory): the caller chose to trust the catalog.
+    A reference no filesystem can name (a NUL byte, a lone UTF-16 surrogate) is refused.
     """
+    if "\x00" in ref or has_surrogate(ref):
+        return None, REFUSED_PATH
     m = _SCHEME.match(ref)
     if m:
         scheme = m.group(1).lower()

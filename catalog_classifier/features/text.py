@@ -1,27 +1,29 @@
 """Listing text -> normalised characters -> integer sequences for the char-CNN.
 
-Listings are spec lists, brand codes, emoji and mixed scripts: NFKC-normalise, keep emoji
-as characters, drop control characters, cap the length. Never raises on odd input.
+Listings are spec lists, brand codes, emoji and mixed scripts: the catalog's one cleaning
+(``catalog.cleaning.clean_text``: valid Unicode, NFKC, control characters as spaces), then
+invisible format characters as spaces, whitespace collapsed, lower case, length cap. Emoji stay
+characters. Never raises on odd input.
 """
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from typing import Iterable
 
 import numpy as np
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+from ..catalog.cleaning import clean_text
+
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\ufeff]")
 _SPACE = re.compile(r"\s+")
 PAD, UNK = 0, 1
 
 
 def normalize_text(text: object, max_chars: int | None = None) -> str:
-    if text is None or (isinstance(text, float) and text != text):
-        return ""
-    s = unicodedata.normalize("NFKC", str(text))
-    s = _CONTROL.sub(" ", s)
+    s = clean_text(text)
+    if not s.isascii():
+        s = _INVISIBLE.sub(" ", s)
     s = _SPACE.sub(" ", s).strip().lower()
     return s[:max_chars] if max_chars else s
 

@@ -1,8 +1,9 @@
 """Stream a catalog as validated chunks and turn each chunk into output rows.
 
 Every input row leaves a chunk exactly once: as a prediction (accepted/review) or as a
-rejection with its reason. Only rows that cannot be identified are rejected (missing
-item_id, or an id already kept earlier in the file, in this chunk or any before it).
+rejection with its reason. Rejected are rows that cannot be identified (a broken record,
+a missing or unusable item_id, or an id already kept earlier in the file, in this chunk or
+any before it) and rows whose scoring fails on their own (score_items).
 Everything else is predicted, including items with empty title and description: brand,
 domain, price and the image still carry signal, and a weak item ends up below its
 category's threshold and in review by itself. Image problems never reject a row: the
@@ -10,16 +11,22 @@ item is predicted from its text and ``image_issue`` says why the image was not u
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import CatalogError, adapt, choose_adapter, iter_table_chunks, validate_items
+from ..catalog import (META_COLUMNS, CatalogError, adapt, choose_adapter, iter_table_chunks, strict_columns,
+                       validate_items)
+from ..catalog.cleaning import bounded_raw
 from ..catalog.readers import table_format
+from ..catalog.validate import LINES_COLUMN
 from ..config import CatalogConfig
 from .commit import COLUMNS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,10 +36,14 @@ class CatalogStream:
     chunk_size: int
     adapter: str
     columns: list[str]  # raw columns of the first chunk
+    # filled by each pass over the file: physical_lines, records (readers.iter_table_chunks)
+    stats: dict = field(default_factory=dict)
 
     def chunks(self) -> Iterator[tuple[int, pd.DataFrame]]:
         """(chunk index, raw chunk); the index of a raw chunk is its row positions in the file."""
-        for i, raw in enumerate(iter_table_chunks(self.path, self.chunk_size)):
+        chunks = iter_table_chunks(self.path, self.chunk_size, strict=strict_columns(self.cfg),
+                                   stats=self.stats)
+        for i, raw in enumerate(chunks):
             # JSON lines: a chunk where no record has some key must not lose the column
             absent = [c for c in self.columns if c not in raw.columns]
             for c in absent:
@@ -56,7 +67,7 @@ class CatalogStream:
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
         start = int(raw.index[0]) if len(raw) else 0
         canonical = self.canonical(raw) if canonical is None else canonical
-        return validate_items(canonical, self.cfg, row_offset=start)
+        return validate_items(canonical, self.cfg, row_offset=start, meta=raw[list(META_COLUMNS)])
 
 
 def open_catalog(path: str | Path, cfg: CatalogConfig, chunk_size: int) -> CatalogStream:
@@ -68,7 +79,7 @@ def open_catalog(path: str | Path, cfg: CatalogConfig, chunk_size: int) -> Catal
     table_format(path)  # unknown suffix (.txt, .xlsx, ...) -> CatalogError naming the file
     if not path.is_file():
         raise CatalogError(f"catalog file {str(path)!r} not found (or not a regular file)")
-    first = next(iter(iter_table_chunks(path, chunk_size)), None)
+    first = next(iter(iter_table_chunks(path, chunk_size, strict=strict_columns(cfg))), None)
     if first is None:
         first = pd.DataFrame()
     adapter = choose_adapter(first.columns, cfg)
@@ -95,9 +106,10 @@ class SeenIds:
         """Move items whose id was kept in an earlier chunk to the rejected rows; remember the rest."""
         dup = items["item_id"].map(lambda i: i in self.first_row).to_numpy(dtype=bool)
         if dup.any():
-            d = items.loc[dup, ["item_id", "row"]]
+            d = items.loc[dup, ["item_id", "row", LINES_COLUMN]]
             moved = pd.DataFrame({
                 "item_id": d["item_id"].to_numpy(), "row": d["row"].to_numpy(),
+                LINES_COLUMN: d[LINES_COLUMN].to_numpy(), "raw": None,
                 "reason": [f"duplicate item_id (first kept at row {self.first_row[i]})" for i in d["item_id"]],
             })
             rejected = pd.concat([rejected, moved], ignore_index=True) if len(rejected) else moved
@@ -107,13 +119,53 @@ class SeenIds:
         return items, rejected
 
 
+REASON_CHARS = 300  # bound on a stage-failure reason (the exception text can be anything)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``featurize failed: UnicodeEncodeError: ...``: the stage and the error class, one bounded line."""
+    from ..classifier import StageError
+
+    text = str(exc) if isinstance(exc, StageError) else f"predict failed: {type(exc).__name__}: {exc}"
+    return bounded_raw(" ".join(text.split()), REASON_CHARS)
+
+
+def score_items(clf, items: pd.DataFrame, image_root: str | None, embeddings=None,
+                image_reasons: list | None = None) -> pd.DataFrame:
+    """Predictions for validated items (with their ``row`` and ``lines``), in the items' order.
+
+    The whole batch is scored at once; when that fails it is scored again in halves, down
+    to single rows, so the good rows are still scored in batches and only a row that fails
+    on its own becomes a ``rejected`` row naming the stage and error class. Both engines
+    score through here. ``embeddings``/``image_reasons``: computed elsewhere (Ray's CNN actors).
+    """
+    def score(lo: int, hi: int) -> list[pd.DataFrame]:
+        part = items.iloc[lo:hi].reset_index(drop=True)
+        try:
+            pred = clf.predict(part, image_root=image_root, progress=False,
+                               embeddings=None if embeddings is None else embeddings[lo:hi],
+                               image_reasons=None if image_reasons is None else image_reasons[lo:hi])
+        except Exception as e:  # noqa: BLE001 - one row's failure must not stop the night
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                return score(lo, mid) + score(mid, hi)
+            reason = failure_reason(e)
+            log.warning("row %s rejected: %s", part["row"].iloc[0], reason)
+            return [pd.DataFrame({"item_id": part["item_id"].to_numpy(), "status": "rejected",
+                                  "reason": reason, "row": part["row"].to_numpy(),
+                                  LINES_COLUMN: part[LINES_COLUMN].to_numpy()})]
+        pred["row"] = part["row"].to_numpy()
+        pred[LINES_COLUMN] = part[LINES_COLUMN].to_numpy() if LINES_COLUMN in part else None
+        return [pred]
+
+    frames = score(0, len(items))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def chunk_rows(clf, items: pd.DataFrame, rejected: pd.DataFrame, image_root: str | None,
                stamp: dict[str, str | None]) -> pd.DataFrame:
     """Output rows (commit.COLUMNS) of one chunk, ordered by file row."""
-    pred = None
-    if len(items):
-        pred = clf.predict(items, image_root=image_root, progress=False)
-        pred["row"] = items["row"].to_numpy()
+    pred = score_items(clf, items, image_root) if len(items) else None
     return assemble_rows(pred, rejected, stamp)
 
 

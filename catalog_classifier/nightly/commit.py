@@ -33,6 +33,9 @@ SCHEMA = pa.schema([
     ("threshold", pa.float64()), ("rule_id", pa.string()), ("image_issue", pa.string()),
     ("model_name", pa.string()), ("model_version", pa.string()), ("model_run_id", pa.string()),
     ("run_id", pa.string()),
+    # where the record is in the source file ("12" or "12-14"; None for Parquet) and, for a
+    # record the reader found broken, a bounded copy of its raw text (catalog.csv_reader)
+    ("lines", pa.string()), ("raw", pa.string()),
 ])
 COLUMNS = SCHEMA.names
 

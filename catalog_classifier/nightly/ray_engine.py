@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import Config
-from .chunks import assemble_rows
+from .chunks import assemble_rows, score_items
 from .commit import write_part
 from .manifest import NightlyError
 
@@ -143,8 +143,7 @@ class ScoreActor(_Actor):
         if EMB in batch and batch[EMB].notna().all():
             vectors = np.stack([np.frombuffer(b, dtype=np.float32) for b in batch[EMB]])
             reasons = [None if pd.isna(r) else r for r in batch[IMG_ISSUE]]
-        pred = self.clf.predict(items, image_root=self.image_root, embeddings=vectors, image_reasons=reasons)
-        pred["row"] = batch["row"].to_numpy()
+        pred = score_items(self.clf, items, self.image_root, embeddings=vectors, image_reasons=reasons)
         pred[CHUNK] = batch[CHUNK].to_numpy()
         return pred
 

@@ -30,8 +30,12 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(vc.items(), key=lambda kv: (-kv[1], str(kv[0])))}
 
 
-def summarize(pred: pd.DataFrame) -> dict[str, Any]:
-    """Counts by status and category, review rate, mean confidence, reasons."""
+def summarize(pred: pd.DataFrame, source: dict | None = None) -> dict[str, Any]:
+    """Counts by status and category, review rate, mean confidence, reasons.
+
+    ``source`` (the reader's stats: physical_lines, records) adds the ``input`` block:
+    physical lines read, records parsed, rows out; rows out == records always.
+    """
     status = pred["status"].astype(object)
     done = pred[status != "rejected"]
     counts = {s: int((status == s).sum()) for s in STATUSES}
@@ -41,6 +45,8 @@ def summarize(pred: pd.DataFrame) -> dict[str, Any]:
     rejected = pred.loc[status == "rejected", "reason"].astype(object)
     return {
         "rows": int(len(pred)), "counts": counts,
+        **({"input": {"physical_lines": source.get("physical_lines"), "records": source.get("records"),
+                      "rows_out": int(len(pred))}} if source is not None else {}),
         "review_rate": counts["review"] / len(done) if len(done) else None,
         "mean_confidence": float(done["confidence"].mean()) if len(done) else None,
         "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]["total"])),

@@ -130,6 +130,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
             merge_parts(out_dir, n_chunks, n_rows)
         manifest.update(n_chunks=n_chunks, n_rows=n_rows)
         pred = pd.read_parquet(out_dir / PREDICTIONS)
+        summary = summarize(pred, stream.stats)  # stats of the scoring pass, before the queue's re-read
         prev = Path(previous) if previous else find_previous(out_dir)
         with events.stage("nightly.drift"):
             drift = drift_report(pred, clf, prev, cfg.nightly.drift_alpha)
@@ -139,7 +140,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
             "run_id": ident.run_id, "date": manifest["date"], "catalog": str(catalog_path),
             "model": ident.model, "chunk_size": cfg.nightly.chunk_size, "config_hash": ident.config_hash,
             "engine": cfg.nightly.engine,
-            "summary": summarize(pred),
+            "summary": summary,
             "drift": drift,
             "review_queue": queue,
             "mlflow_run_id": manifest.get("mlflow_run_id"),
