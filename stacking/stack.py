@@ -41,6 +41,7 @@ class StackParams:
     class_weight: str | None = "balanced"
     target_precision: float = 0.95
     min_support: int = 10
+    # one-sided confidence for the precision lower bound used when choosing thresholds (0 = plain)
     precision_confidence: float = 0.0
     # pseudo-items pulling each class's precision curve toward all classes' curve (0 = off)
     precision_shrinkage: float = 0.0

@@ -108,7 +108,7 @@ def test_classes_parameter_gives_every_column(demo_slice):
             clone(est).set_params(classes=full[:-2]).fit(X.take(np.arange(len(y))), y)
 
 
-def test_models_stack_through_sklearn_cross_val_predict(demo_slice):
+def test_models_stack_through_sklearn_cross_val_predict(demo_slice, tmp_path):
     """sklearn's cross_val_predict on the product's grouped folds gives the very out-of-fold
     probabilities StackedClassifier feeds its meta-classifier, for every registered model."""
     cfg, X, y, groups = demo_slice
@@ -126,6 +126,12 @@ def test_models_stack_through_sklearn_cross_val_predict(demo_slice):
     # real signal out of fold (7 classes: chance is ~0.14; the 2-epoch char-CNN is near chance here)
     assert (oof["linear_text"].argmax(1) == y).mean() > 0.5
     assert (stack.oof_proba_.argmax(1) == y).mean() > 0.5
+    # a saved stack re-creates only the base model classes its caller allows
+    stack.save(tmp_path / "stack")
+    back = StackedClassifier.load(tmp_path / "stack", allowed=classes())
+    np.testing.assert_array_equal(back.predict_proba(X), stack.predict_proba(X))
+    with pytest.raises(ValueError, match="not in the allowed list"):
+        StackedClassifier.load(tmp_path / "stack", allowed=[type(ests["linear_text"])])
 
 
 def test_model_parameters_come_from_the_config_by_name():
