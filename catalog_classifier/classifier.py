@@ -29,7 +29,8 @@ from .rules import RuleSet
 from .versions import library_versions
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+# 2: base models as estimators (params.json per base model, [models] config section)
+FORMAT_VERSION = 2
 
 
 class CatalogClassifier:
@@ -244,6 +245,9 @@ class CatalogClassifier:
         if not (path / "stack" / "stack.json").exists():
             raise FileNotFoundError(f"{path} is not a saved catalog-classifier model")
         versions = json.loads((path / "versions.json").read_text())
+        if versions.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path} is a model in format {versions.get('format')}; this version reads "
+                             f"format {FORMAT_VERSION}: retrain it")
         _check_versions(versions)
         self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
                    RuleSet.from_dict(json.loads((path / "rules.json").read_text())))

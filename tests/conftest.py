@@ -34,7 +34,11 @@ def fast_config(tmp_cache: Path | None = None, **overrides):
         "rules": {"rules_dir": str(ROOT / "rules")},
     }
     for k, v in overrides.items():
-        sections.setdefault(k, {}).update(v)
+        if k == "models":  # per model: override single parameters, keep the others
+            for name, params in v.items():
+                sections["models"][name] = {**sections["models"].get(name, {}), **params}
+        else:
+            sections.setdefault(k, {}).update(v)
     return cfg.with_overrides(**sections)
 
 
