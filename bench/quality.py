@@ -26,6 +26,7 @@ import numpy as np
 
 from catalog_classifier.evaluation import TARGETS
 from catalog_classifier.evaluation_oof import crossfit_accept, fill_missing, oof_probas  # one implementation for both
+from catalog_classifier.models import create
 
 
 def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = False) -> dict:
@@ -118,7 +119,7 @@ def run(spec: dict) -> dict:
             rec["cv_seconds"] = seconds[name]
         records.append(rec)
     return {"records": records, "training": training,
-            "settings": {"n_folds": cfg.stack.n_folds, "text_epochs": cfg.text.epochs,
+            "settings": {"n_folds": cfg.stack.n_folds, "text_epochs": create("char_cnn", cfg).epochs,
                          "num_boost_round": cfg.stack.num_boost_round, "learning_rate": cfg.stack.learning_rate,
                          "base_models": list(clf.base_names), "subsample": spec.get("subsample")},
             "seconds": round(time.perf_counter() - t_read, 1)}

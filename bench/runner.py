@@ -52,7 +52,7 @@ class Settings:
 # BIGBASKET_ITEMS items (seed = stack.seed) with budgeted char-CNN epochs and LightGBM rounds
 # (the product settings are in configs/bigbasket.yaml); `make evaluate` runs the whole catalog.
 BIGBASKET_ITEMS = 8000
-BIGBASKET_CAPS = {"text": {"epochs": 3}, "stack": {"num_boost_round": 120, "learning_rate": 0.15}}
+BIGBASKET_CAPS = {"models": {"char_cnn": {"epochs": 3}}, "stack": {"num_boost_round": 120, "learning_rate": 0.15}}
 BIGBASKET_L2_CAPS = {"stack": {"num_boost_round": 60, "learning_rate": 0.2, "early_stopping_rounds": 10}}
 
 
@@ -61,7 +61,7 @@ def settings(quick: bool, device: str = "cpu") -> Settings:
     flipkart = SHARED / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
     flipkart = flipkart if flipkart.exists() else DEMO_CSV
     if quick:
-        tiny = {"stack": {"n_folds": 2, "num_boost_round": 20, "sp_vocab_size": 300}, "text": {"epochs": 1}}
+        tiny = {"stack": {"n_folds": 2, "num_boost_round": 20, "sp_vocab_size": 300}, "models": {"char_cnn": {"epochs": 1}}}
         cats = [CatalogSpec("flipkart1050", flipkart, DEMO_CFG, (1,), tiny, subsample=120)]
         if bigbasket.exists():
             cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1,), tiny,

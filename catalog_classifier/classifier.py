@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stacking import Passthrough, StackedClassifier, StackParams
+from stacking import Passthrough, StackedClassifier, StackParams, route
 
 from . import events
 from . import models as model_registry
@@ -30,7 +31,8 @@ from .rules import RuleSet
 from .versions import library_versions
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+# 2: base models as estimators (params.json per base model, [models] config section)
+FORMAT_VERSION = 2
 
 
 class CatalogClassifier:
@@ -99,14 +101,7 @@ class CatalogClassifier:
         return names
 
     def _stack_params(self) -> StackParams:
-        s = self.config.stack
-        return StackParams(
-            n_folds=s.n_folds, seed=s.seed, max_classes_full=s.max_classes_full_probas,
-            learning_rate=s.learning_rate, num_leaves=s.num_leaves, min_data_in_leaf=s.min_data_in_leaf,
-            num_boost_round=s.num_boost_round, early_stopping_rounds=s.early_stopping_rounds,
-            class_weight=s.class_weight, target_precision=s.target_precision, min_support=s.min_support,
-            precision_confidence=s.precision_confidence, precision_shrinkage=s.precision_shrinkage,
-            boost_from_pool=s.boost_from_pool)
+        return self.config.stack.stack_params()
 
     # ---------------------------------------------------------------- fit
     def labels_for(self, items: pd.DataFrame) -> pd.Series:
@@ -135,8 +130,9 @@ class CatalogClassifier:
                                                    seed=self.config.stack.seed)
             self.tabular_ = TabularEncoder(self.config.stack.min_brand_count).fit(items)
             passthrough = self._passthrough(items, X)
-        factories = {n: model_registry.create(n, self.config) for n in self.base_names}
-        self.stack_ = StackedClassifier(factories, self._stack_params(), progress=say, phase=events.stage)
+        estimators = {n: model_registry.create(n, self.config) for n in self.base_names}
+        self.stack_ = StackedClassifier(estimators, self._stack_params(), progress=say,
+                                        num_threads=_num_threads(), phase=events.stage)
         groups = np.array([_group_key(t) for t in X.titles], dtype=object)
         with events.stage("fit.stack"):
             self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=passthrough)
@@ -184,10 +180,8 @@ class CatalogClassifier:
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
         labels = np.array(self.labels_, dtype=object)
         thr = self.stack_.thresholds_
-        top = np.argsort(-proba, axis=1)[:, :3]
-        pred = top[:, 0]
-        conf = proba[np.arange(len(proba)), pred]
-        accepted = conf >= thr[pred]
+        pred, conf, accepted = route(proba, thr)
+        top = np.argsort(-proba, axis=1, kind="stable")[:, :3]  # top1 == pred, ties included
         out = pd.DataFrame({
             "item_id": items["item_id"].to_numpy(),
             "category": labels[pred],
@@ -270,11 +264,15 @@ class CatalogClassifier:
         if not (path / "stack" / "stack.json").exists():
             raise FileNotFoundError(f"{path} is not a saved catalog-classifier model")
         versions = json.loads((path / "versions.json").read_text())
+        if versions.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path} is a model in format {versions.get('format')}; this version reads "
+                             f"format {FORMAT_VERSION}: retrain it")
         _check_versions(versions)
         self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
                    RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
         self.model_dir_ = path
-        self.stack_ = StackedClassifier.load(path / "stack", phase=events.stage)
+        self.stack_ = StackedClassifier.load(path / "stack", allowed=model_registry.classes(),
+                                             phase=events.stage)
         self.tokenizer_ = TitleTokenizer((path / "tokenizer.model").read_bytes())
         self.tabular_ = TabularEncoder.from_dict(json.loads((path / "tabular.json").read_text()))
         self.labels_ = json.loads((path / "labels.json").read_text())
@@ -298,6 +296,11 @@ def _stage(name: str):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the stage, reported with its class
         raise StageError(name, e) from e
+
+
+def _num_threads() -> int:
+    """LightGBM threads: CATALOG_CLASSIFIER_THREADS, else every core."""
+    return int(os.environ.get("CATALOG_CLASSIFIER_THREADS", os.cpu_count() or 1))
 
 
 def _group_key(title: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from stacking import StackParams
+
 
 @dataclass
 class CatalogConfig:
@@ -47,50 +49,20 @@ class ImageConfig:
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     enabled: bool = True
-    # softmax head over cached embeddings
-    head_c: float = 1.0
 
 
 @dataclass
-class TextConfig:
-    max_len: int = 384
-    max_vocab: int = 300  # most frequent characters kept; the rest map to <unk>
-    min_char_count: int = 2
-    embed_dim: int = 32
-    filters: int = 64
-    kernel_sizes: tuple[int, ...] = (3, 5)
-    dropout: float = 0.3
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    device: str = "auto"
+class StackConfig(StackParams):
+    """The stacking layer's parameters (``stacking.StackParams``: folds, seed, LightGBM,
+    thresholds; documented there) plus the product's own choices around it."""
 
-
-@dataclass
-class StackConfig:
-    n_folds: int = 5
-    seed: int = 13
     base_models: tuple[str, ...] = ("image_head", "char_cnn", "linear_text")
-    # above this many classes only compact per-modality summaries + full probas of the best base
-    max_classes_full_probas: int = 40
     sp_vocab_size: int = 2000
+    # brands seen fewer times are "unknown" to the meta-classifier's brand feature
     min_brand_count: int = 2
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_data_in_leaf: int = 10
-    num_boost_round: int = 400
-    early_stopping_rounds: int = 30
-    class_weight: str | None = "balanced"
-    target_precision: float = 0.95
-    min_support: int = 10
-    # one-sided confidence for the precision lower bound used when choosing thresholds
-    precision_confidence: float = 0.0
-    # pseudo-items of the all-categories precision curve added to each category's curve when
-    # choosing its threshold (stacking/thresholds.py); 0 = each category on its own
-    precision_shrinkage: float = 0.0
-    # LightGBM starts from a log-opinion pool of the base models and only learns corrections
-    boost_from_pool: bool = True
+
+    def stack_params(self) -> StackParams:
+        return StackParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StackParams)})
 
 
 @dataclass
@@ -187,7 +159,9 @@ class LifecycleConfig:
 class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+    # per base model hyperparameters by registered name, over each estimator's own defaults,
+    # e.g. {char_cnn: {epochs: 5, max_len: 128}, linear_text: {C: 5.0}} (catalog_classifier/models)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     stack: StackConfig = field(default_factory=StackConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -207,6 +181,9 @@ class Config:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
         kwargs = {}
         for f in dataclasses.fields(cls):
+            if f.name == "models":
+                kwargs[f.name] = _models(data.get(f.name) or {})
+                continue
             section_cls = type(getattr(cls(), f.name))
             kwargs[f.name] = _build(section_cls, data.get(f.name) or {}, f.name)
         return cls(**kwargs)
@@ -214,7 +191,11 @@ class Config:
     def with_overrides(self, **sections: dict[str, Any]) -> "Config":
         d = self.to_dict()
         for name, values in sections.items():
-            d[name].update(values)
+            if name == "models":  # per model: override single parameters, keep the others
+                for model, params in values.items():
+                    d[name][model] = {**d[name].get(model, {}), **params}
+            else:
+                d[name].update(values)
         return Config.from_dict(d)
 
     def dumps(self) -> str:
@@ -233,6 +214,19 @@ def _build(section_cls, values: dict[str, Any], name: str):
             v = tuple(v)
         out[k] = v
     return section_cls(**out)
+
+
+def _models(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The [models] section: checked against each registered estimator's ``get_params()``."""
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise ValueError("config section [models] must map a model name to its parameters")
+    out = {name: {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()}
+           for name, params in values.items()}
+    if out:
+        from .models import check_params  # imports the models (torch): only when there is something to check
+
+        check_params(out)
+    return out
 
 
 def load_config(path: str | Path | None) -> Config:

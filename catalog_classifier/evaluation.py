@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stacking import make_folds, select_thresholds
+from stacking import make_folds, route, select_thresholds
 
 from .classifier import CatalogClassifier, _group_key
 from .config import Config
@@ -78,7 +78,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         proba["stack"][np.ix_(te, cols)] = p
         for b, pb in base.items():
             proba[BASE_REPORT_NAMES.get(b, b)][np.ix_(te, cols)] = pb
-        peer = TfidfLR(seed=seed).fit(_texts(items.iloc[tr], config), y[tr], n_classes=C)
+        peer = TfidfLR(seed=seed, classes=list(range(C))).fit(_texts(items.iloc[tr], config), y[tr])
         proba["tfidf_lr"][te] = peer.predict_proba(_texts(items.iloc[te], config))
         rec = {"fold": int(k), "n_test": int(len(te))}
         pred_global = cols[p.argmax(1)]  # fold-model class -> global class index
@@ -87,7 +87,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
             # the model alone: thresholds from the fold model's inner out-of-fold scores
             thr = select_thresholds(clf.stack_.y_, clf.stack_.oof_proba_, t, config.stack.min_support,
                                     config.stack.precision_confidence, config.stack.precision_shrinkage)
-            acc_m = p.max(1) >= thr[p.argmax(1)]
+            acc_m = route(p, thr)[2]
             accepted_model[t][te] = acc_m
             # the product as shipped: the same model routed with its rules
             clf.set_target_precision(t)
@@ -103,12 +103,16 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
                                                      if acc_m.any() else None)
         per_fold.append(rec)
         bar.set_postfix(stack_acc=f"{(pred_global == y[te]).mean():.3f}")
-    for m in proba:  # rows a model could not score (no image) count as uniform guesses
-        proba[m] = np.where(np.isnan(proba[m]), 0.0, proba[m])
-        blank = proba[m].sum(1) == 0
-        proba[m][blank] = 1.0 / C
+    proba = {m: fill_missing(p) for m, p in proba.items()}
     return CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                     time.time() - t0, per_fold, final=final, accepted_model=accepted_model)
+
+
+def fill_missing(proba: np.ndarray) -> np.ndarray:
+    """Rows a model could not score (no image) count as uniform guesses."""
+    p = np.where(np.isnan(proba), 0.0, np.asarray(proba, dtype=np.float64))
+    p[p.sum(1) == 0] = 1.0 / p.shape[1]
+    return p
 
 
 def _texts(items: pd.DataFrame, config: Config) -> ItemInputs:

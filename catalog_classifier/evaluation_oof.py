@@ -19,21 +19,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from stacking import select_thresholds
+from stacking import route, select_thresholds
 
 from .classifier import CatalogClassifier
 from .config import Config
-from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts
+from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts, fill_missing
 from .models.peers import TfidfLR
 
 PROTOCOL = "out-of-fold layer of one fit, thresholds cross-fitted"
-
-
-def fill_missing(proba: np.ndarray) -> np.ndarray:
-    """Rows a model could not score (no image) count as uniform guesses."""
-    p = np.where(np.isnan(proba), 0.0, np.asarray(proba, dtype=np.float64))
-    p[p.sum(1) == 0] = 1.0 / p.shape[1]
-    return p
 
 
 def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float,
@@ -43,8 +36,7 @@ def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence:
     for k in np.unique(fold):
         te, tr = fold == k, fold != k
         thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence, shrinkage)
-        p = proba[te]
-        accepted[te] = p.max(1) >= thr[p.argmax(1)]
+        accepted[te] = route(proba[te], thr)[2]
     return accepted
 
 
@@ -72,7 +64,7 @@ def oof_probas(clf: CatalogClassifier, items: pd.DataFrame, config: Config) -> d
         proba[BASE_REPORT_NAMES.get(name, name)] = p
     keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
     X_text = _texts(items.loc[keep].reset_index(drop=True), config)
-    proba["tfidf_lr"] = out_of_fold_proba(lambda: TfidfLR(seed=config.stack.seed), X_text, st.y_, st.fold_,
+    proba["tfidf_lr"] = out_of_fold_proba(TfidfLR(seed=config.stack.seed), X_text, st.y_, st.fold_,
                                           len(clf.labels_))
     return proba
 

@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from stacking import route
+
 
 # ---- numbers ---------------------------------------------------------------------------------------
 def _labels_1d(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
@@ -83,9 +85,7 @@ def coverage_precision(y_true, proba, thresholds) -> tuple[float, float]:
         raise ValueError(f"thresholds must have length {proba.shape[1]}, got {thresholds.shape}")
     if y.size == 0:
         return 0.0, float("nan")
-    top = proba.argmax(axis=1)
-    conf = proba[np.arange(y.size), top]
-    accepted = conf >= thresholds[top]
+    top, _, accepted = route(proba, thresholds)
     if not accepted.any():
         return 0.0, float("nan")
     return float(accepted.mean()), float((top[accepted] == y[accepted]).mean())

@@ -1,8 +1,6 @@
 """LightGBM multiclass meta-classifier with early stopping and class weights."""
 from __future__ import annotations
 
-import os
-
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
@@ -15,8 +13,9 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def lgbm_params(n_classes: int, learning_rate: float, num_leaves: int, min_data_in_leaf: int,
-                seed: int) -> dict:
-    return {
+                seed: int, num_threads: int | None = None) -> dict:
+    """``num_threads`` None: LightGBM's default (OpenMP's thread count)."""
+    params = {
         "objective": "multiclass",
         "num_class": n_classes,
         "learning_rate": learning_rate,
@@ -34,9 +33,11 @@ def lgbm_params(n_classes: int, learning_rate: float, num_leaves: int, min_data_
         "seed": seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": int(os.environ.get("CATALOG_CLASSIFIER_THREADS", os.cpu_count() or 1)),
         "verbose": -1,
     }
+    if num_threads is not None:
+        params["num_threads"] = int(num_threads)
+    return params
 
 
 def _dataset(X, y, weight, names, cats, reference=None, init_score=None):

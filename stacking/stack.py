@@ -1,18 +1,19 @@
 """The generic stacked classifier: out-of-fold base predictions -> LightGBM meta ->
 temperature scaling -> per-class thresholds. Knows nothing about catalogs.
 
-Base estimators follow a small protocol: ``fit(X, y, n_classes=...)``,
-``predict_proba(X) -> [n, C]`` (NaN rows allowed), ``save(dir)`` and a classmethod
-``load(dir)``. They are created by zero-argument factories so every fold gets a fresh one.
+Base models are scikit-learn classifiers (``get_params``, ``fit(X, y)`` -> self,
+``predict_proba`` with columns in ``classes_``; NaN rows mean "cannot score this row").
+Each fold and the final refit get a ``clone``; an estimator with a ``classes`` parameter is
+told the full label set. To be saved and loaded, a base model also has ``save(dir)`` and a
+classmethod ``load(dir)``, and ``load`` re-creates only classes the caller allows.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import lightgbm as lgb
 import numpy as np
@@ -21,20 +22,18 @@ from .calibration import apply_temperature, fit_temperature
 from .folds import fold_indices, make_folds
 from .lgbm import balanced_weights, lgbm_params, raw_scores, train_meta
 from .meta_features import Passthrough, build_meta_matrix
-from .oof import out_of_fold_proba
+from .oof import fit_clone, out_of_fold_proba
 from .pool import LogPool
 from .subset import take
 from .thresholds import select_thresholds
-
-# Only classes from these packages may be re-created from a saved stack.
-TRUSTED_PREFIXES = ("catalog_classifier.", "stacking.", "tests.")
 
 
 @dataclass
 class StackParams:
     n_folds: int = 5
-    seed: int = 0
-    max_classes_full: int = 40
+    seed: int = 13
+    # above this many classes only compact per-model summaries (top-1, margin, entropy, argmax)
+    max_classes_full_probas: int = 40
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 10
@@ -43,6 +42,7 @@ class StackParams:
     class_weight: str | None = "balanced"
     target_precision: float = 0.95
     min_support: int = 10
+    # one-sided confidence for the precision lower bound used when choosing thresholds (0 = plain)
     precision_confidence: float = 0.0
     # pseudo-items pulling each class's precision curve toward all classes' curve (0 = off)
     precision_shrinkage: float = 0.0
@@ -51,13 +51,18 @@ class StackParams:
 
 
 class StackedClassifier:
-    def __init__(self, base_factories: dict[str, Callable[[], Any]], params: StackParams | None = None,
-                 progress: Callable[[str], None] | None = None, phase: Callable[..., Any] | None = None):
-        self.base_factories = base_factories
+    """``estimators``: name -> unfitted base model (a template: never fitted itself).
+    ``num_threads``: LightGBM threads (None: LightGBM's default).
+    ``phase(name, model=...)``: the caller's timing hook, a context manager around each base
+    model's fit ("fit.base") and predict ("predict.base")."""
+
+    def __init__(self, estimators: dict[str, Any], params: StackParams | None = None,
+                 progress: Callable[[str], None] | None = None, num_threads: int | None = None,
+                 phase: Callable[..., Any] | None = None):
+        self.estimators = estimators
         self.params = params or StackParams()
         self.progress = progress or (lambda msg: None)
-        # phase(name, model=...) -> context manager around each base model's fit / predict
-        # (the caller's timing hook; "fit.base" and "predict.base")
+        self.num_threads = num_threads
         self.phase = phase or _no_phase
 
     # ------------------------------------------------------------------ fit
@@ -71,21 +76,18 @@ class StackedClassifier:
         # 1. out-of-fold base predictions, then each base refit on all rows
         self.base_oof_: dict[str, np.ndarray] = {}
         self.base_models_: dict[str, Any] = {}
-        for name, factory in self.base_factories.items():
+        for name, est in self.estimators.items():
             with self.phase("fit.base", model=name):
                 self.progress(f"{name}: out-of-fold ({k_folds} folds)")
-                self.base_oof_[name] = out_of_fold_proba(
-                    factory, X, y, self.fold_, n_classes,
-                    on_fold=lambda k, name=name: self.progress(f"{name}: fold {k + 1}/{k_folds} done"))
+                self.base_oof_[name] = out_of_fold_proba(est, X, y, self.fold_, n_classes)
                 self.progress(f"{name}: refit on all {len(y)} rows")
-                model = factory()
-                model.fit(X, y, n_classes=n_classes)
-                self.base_models_[name] = model
+                self.base_models_[name] = fit_clone(est, X, y, n_classes)
         # 2. meta features built only from out-of-fold probabilities
         F, self.feature_names_, self.categorical_ = build_meta_matrix(
-            self.base_oof_, passthrough, p.max_classes_full)
+            self.base_oof_, passthrough, p.max_classes_full_probas)
         w = balanced_weights(y, n_classes) if p.class_weight == "balanced" else None
-        self.lgb_params_ = lgbm_params(n_classes, p.learning_rate, p.num_leaves, p.min_data_in_leaf, p.seed)
+        self.lgb_params_ = lgbm_params(n_classes, p.learning_rate, p.num_leaves, p.min_data_in_leaf, p.seed,
+                                       self.num_threads)
         # 3. out-of-fold meta predictions (early stopping on another fold) -> calibration data.
         #    The pool the trees start from is itself fitted on the fold's training rows only.
         self.progress("meta: out-of-fold LightGBM")
@@ -158,7 +160,7 @@ class StackedClassifier:
     def predict_proba(self, X, passthrough: Passthrough | None = None,
                       base_proba: dict[str, np.ndarray] | None = None) -> np.ndarray:
         base = self.base_proba(X) if base_proba is None else base_proba
-        F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full)
+        F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full_probas)
         logits = raw_scores(self.booster_, F)
         if self.pool_ is not None:
             logits = logits + self.pool_.scores(base)
@@ -170,8 +172,7 @@ class StackedClassifier:
         path.mkdir(parents=True, exist_ok=True)
         bases = {}
         for name, model in self.base_models_.items():
-            cls = type(model)
-            bases[name] = f"{cls.__module__}:{cls.__qualname__}"
+            bases[name] = _qualified(type(model))
             model.save(path / "base" / name)
         self.booster_.save_model(str(path / "meta_lgbm.txt"))
         np.savez_compressed(path / "oof.npz", oof_proba=self.oof_proba_, y=self.y_, fold=self.fold_,
@@ -186,10 +187,15 @@ class StackedClassifier:
         (path / "stack.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path, phase: Callable[..., Any] | None = None) -> "StackedClassifier":
+    def load(cls, path: str | Path, allowed: Iterable[type],
+             phase: Callable[..., Any] | None = None) -> "StackedClassifier":
+        """``allowed``: the base model classes this stack may re-create (nothing else is loaded)."""
         path = Path(path)
         state = json.loads((path / "stack.json").read_text())
-        self = cls({}, StackParams(**state["params"]), phase=phase)
+        params = dict(state["params"])
+        if "max_classes_full" in params:  # stacks saved before the field took the config's name
+            params["max_classes_full_probas"] = params.pop("max_classes_full")
+        self = cls({}, StackParams(**params), phase=phase)
         self.n_classes_ = state["n_classes"]
         self.feature_names_ = state["feature_names"]
         self.categorical_ = state["categorical"]
@@ -202,19 +208,20 @@ class StackedClassifier:
         self.oof_proba_, self.y_, self.fold_ = oof["oof_proba"], oof["y"], oof["fold"]
         self.threshold_rows_ = oof["threshold_rows"] if "threshold_rows" in oof else np.ones(len(self.y_), bool)
         self.base_models_ = {}
+        known = {_qualified(c): c for c in allowed}
         for name, qual in state["bases"].items():
-            module, _, qualname = qual.partition(":")
-            if not module.startswith(TRUSTED_PREFIXES):
-                raise ValueError(f"refusing to load base model class from untrusted module {module!r}")
-            klass = importlib.import_module(module)
-            for part in qualname.split("."):
-                klass = getattr(klass, part)
-            self.base_models_[name] = klass.load(path / "base" / name)
+            if qual not in known:
+                raise ValueError(f"refusing to load base model {name!r}: class {qual} is not in the allowed list")
+            self.base_models_[name] = known[qual].load(path / "base" / name)
         return self
 
 
 def _no_phase(name: str, **info):
     return nullcontext()
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _early_stopping_split(idx: np.ndarray, y: np.ndarray, seed: int, share: float = 0.15):

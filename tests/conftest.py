@@ -14,6 +14,13 @@ SHARED = ROOT.parent / "shared" / "datasets"
 os.environ.setdefault("CATALOG_CLASSIFIER_THREADS", "2")
 
 
+def require_dataset(path: Path) -> Path:
+    """A test that needs a dataset fails loudly, naming it, when it is missing (never skips)."""
+    if not path.exists():
+        pytest.fail(f"dataset missing: {path} (the shared datasets live in ../shared/datasets)", pytrace=False)
+    return path
+
+
 def fast_config(tmp_cache: Path | None = None, **overrides):
     """Small but real settings: 3 folds, 3 char-CNN epochs; same code paths as production."""
     from catalog_classifier.config import load_config
@@ -21,13 +28,17 @@ def fast_config(tmp_cache: Path | None = None, **overrides):
     cfg = load_config(ROOT / "data" / "flipkart1050" / "catalog.yaml")
     sections = {
         "stack": {"n_folds": 3, "sp_vocab_size": 500, "num_boost_round": 150},
-        "text": {"epochs": 3, "max_len": 256},
+        "models": {"char_cnn": {"epochs": 3, "max_len": 256}},
         "image": {"cache_dir": str(ROOT / ".cache" / "embeddings")},
         "catalog": {"image_root": str(DEMO_IMAGES)},
         "rules": {"rules_dir": str(ROOT / "rules")},
     }
     for k, v in overrides.items():
-        sections.setdefault(k, {}).update(v)
+        if k == "models":  # per model: override single parameters, keep the others
+            for name, params in v.items():
+                sections["models"][name] = {**sections["models"].get(name, {}), **params}
+        else:
+            sections.setdefault(k, {}).update(v)
     return cfg.with_overrides(**sections)
 
 

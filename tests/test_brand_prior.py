@@ -3,28 +3,26 @@ category of known brands well, and says nothing (NaN) for brands it never saw.""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from catalog_classifier.features.container import ItemInputs
 from catalog_classifier.features.text import normalize_text
 from catalog_classifier.models.brand_prior import BrandPrior
 
-from conftest import SHARED
+from conftest import SHARED, require_dataset
 
 BB = SHARED / "bigbasket" / "BigBasket Products.csv"
 
 
-@pytest.mark.skipif(not BB.exists(), reason="needs ../shared/datasets/bigbasket")
 def test_brand_prior_out_of_fold_on_bigbasket(tmp_path):
     import pandas as pd
 
-    df = pd.read_csv(BB, usecols=["brand", "category"]).dropna().sample(6000, random_state=0)
+    df = pd.read_csv(require_dataset(BB), usecols=["brand", "category"]).dropna().sample(6000, random_state=0)
     classes = sorted(df["category"].unique())
     y = df["category"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     brands = np.array([normalize_text(b) for b in df["brand"]], dtype=object)
     X = ItemInputs(brands, brands, None, brands)
     tr, te = np.arange(4500), np.arange(4500, 6000)
-    m = BrandPrior(min_count=2).fit(X.take(tr), y[tr], len(classes))
+    m = BrandPrior(min_count=2, classes=list(range(len(classes)))).fit(X.take(tr), y[tr])
     p = m.predict_proba(X.take(te))
     known = ~np.isnan(p).any(1)
     seen = {b for b, n in pd.Series(brands[tr]).value_counts().items() if n >= 2}

@@ -5,16 +5,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn.base import BaseEstimator, ClassifierMixin
+
 from catalog_classifier.features.container import ItemInputs
 from catalog_classifier.features.text import item_texts
 from catalog_classifier.models.linear_text import LinearText
-from stacking import Passthrough, StackedClassifier, StackParams, make_folds, select_thresholds
-from stacking.thresholds import route
+from stacking import Passthrough, StackedClassifier, StackParams, make_folds, route, select_thresholds
 
-from conftest import SHARED
+from conftest import SHARED, require_dataset
 
 
-class Memorizer:
+class _TestModel(ClassifierMixin, BaseEstimator):
+    def __init__(self, classes=None):
+        self.classes = classes
+
+    def _labels(self, y):
+        self.classes_ = np.asarray(self.classes if self.classes is not None else np.unique(y))
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+class Memorizer(_TestModel):
     """Answers perfectly for rows it was trained on, uniformly for rows it never saw.
 
     If the stacking layer ever fed in-fold predictions to the meta-classifier, the meta
@@ -23,19 +35,20 @@ class Memorizer:
 
     log: list[tuple[set, set]] = []
 
-    def fit(self, X, y, n_classes):
-        self.n_classes = n_classes
-        self.table = dict(zip(X.titles, y))
-        self.fit_ids = set(X.titles)
+    def fit(self, X, y):
+        self._labels(y)
+        self.table_ = dict(zip(X.titles, y))
+        self.fit_ids_ = set(X.titles)
         return self
 
     def predict_proba(self, X):
-        Memorizer.log.append((self.fit_ids, set(X.titles)))
-        out = np.full((len(X), self.n_classes), 1.0 / self.n_classes, dtype=np.float32)
+        Memorizer.log.append((self.fit_ids_, set(X.titles)))
+        C = len(self.classes_)
+        out = np.full((len(X), C), 1.0 / C, dtype=np.float32)
         for i, t in enumerate(X.titles):
-            if t in self.table:
+            if t in self.table_:
                 out[i] = 0
-                out[i, self.table[t]] = 1
+                out[i, self.table_[t]] = 1
         return out
 
 
@@ -51,7 +64,7 @@ def _flipkart_inputs(demo_catalog):
 def test_meta_classifier_never_sees_in_fold_predictions(demo_catalog):
     X, y, C = _flipkart_inputs(demo_catalog)
     Memorizer.log.clear()
-    stack = StackedClassifier({"memo": Memorizer}, StackParams(n_folds=4, num_boost_round=50, seed=1))
+    stack = StackedClassifier({"memo": Memorizer()}, StackParams(n_folds=4, num_boost_round=50, seed=1))
     stack.fit(X, y, C)
     oof_pairs = Memorizer.log[:4]  # the 4 out-of-fold predictions come first
     assert all(not (fit & pred) for fit, pred in oof_pairs)
@@ -75,9 +88,7 @@ def test_folds_keep_duplicates_together(demo_catalog):
 
 @pytest.fixture(scope="module")
 def bigbasket_text():
-    path = SHARED / "bigbasket" / "BigBasket Products.csv"
-    if not path.exists():
-        pytest.skip("BigBasket not available")
+    path = require_dataset(SHARED / "bigbasket" / "BigBasket Products.csv")
     from catalog_classifier.catalog import read_catalog
     from catalog_classifier.config import CatalogConfig
 
@@ -94,8 +105,8 @@ def test_thresholds_reach_target_precision_on_held_out_rows(bigbasket_text):
     X, y, C = bigbasket_text
     tr, te = np.arange(6000), np.arange(6000, 9000)
     target = 0.95
-    stack = StackedClassifier({"lin": lambda: LinearText(C=5.0, max_features=50_000)},
-                              StackParams(n_folds=4, num_boost_round=150, target_precision=target))
+    stack = StackedClassifier({"lin": LinearText(C=5.0, max_features=50_000)},
+                              StackParams(n_folds=4, seed=0, num_boost_round=150, target_precision=target))
     stack.fit(X.take(tr), y[tr], C)
     proba = stack.predict_proba(X.take(te))
     pred, conf, acc = route(proba, stack.thresholds_)
@@ -127,23 +138,33 @@ def test_passthrough_features_reach_the_meta_classifier(bigbasket_text):
     X, y, C = bigbasket_text
     n = 3000
     # a base model with no signal + a passthrough feature equal to the label: meta must find it
-    flat = lambda: type("Flat", (), {"fit": lambda s, X, y, n_classes: setattr(s, "C", n_classes) or s,
-                                      "predict_proba": lambda s, X: np.full((len(X), s.C), 1 / s.C)})()
     pt = Passthrough(dense=y[:n, None].astype(float), dense_names=["label_code"], categorical=[0])
-    stack = StackedClassifier({"flat": flat}, StackParams(n_folds=3, num_boost_round=60))
+    stack = StackedClassifier({"flat": Flat()}, StackParams(n_folds=3, seed=0, num_boost_round=60))
     stack.fit(X.take(np.arange(n)), y[:n], C, passthrough=pt)
     assert (stack.oof_proba_.argmax(1) == y[:n]).mean() > 0.99
 
 
-class Noise:
-    """A base model with no signal: random probabilities, different on every call."""
+class Flat(_TestModel):
+    """A base model with no signal: uniform probabilities."""
 
-    def fit(self, X, y, n_classes):
-        self.C, self.rng = n_classes, np.random.default_rng(len(y))
+    def fit(self, X, y):
+        self._labels(y)
         return self
 
     def predict_proba(self, X):
-        return self.rng.dirichlet(np.ones(self.C), size=len(X)).astype(np.float32)
+        return np.full((len(X), len(self.classes_)), 1 / len(self.classes_))
+
+
+class Noise(_TestModel):
+    """A base model with no signal: random probabilities, different on every call."""
+
+    def fit(self, X, y):
+        self._labels(y)
+        self.rng_ = np.random.default_rng(len(y))
+        return self
+
+    def predict_proba(self, X):
+        return self.rng_.dirichlet(np.ones(len(self.classes_)), size=len(X)).astype(np.float32)
 
 
 def test_stack_starts_from_its_bases_and_is_not_worse_than_the_best(bigbasket_text):
@@ -151,9 +172,8 @@ def test_stack_starts_from_its_bases_and_is_not_worse_than_the_best(bigbasket_te
     held-out accuracy does not fall below its best base model's (on 2,500 real items)."""
     X, y, C = bigbasket_text
     idx = np.arange(2500)
-    lin = lambda: LinearText(C=5.0, max_features=50_000)
-    stack = StackedClassifier({"lin": lin, "noise": Noise},
-                              StackParams(n_folds=5, num_boost_round=100, learning_rate=0.1))
+    stack = StackedClassifier({"lin": LinearText(C=5.0, max_features=50_000), "noise": Noise()},
+                              StackParams(n_folds=5, seed=0, num_boost_round=100, learning_rate=0.1))
     stack.fit(X.take(idx), y[idx], C)
     w = dict(zip(stack.pool_.names, stack.pool_.weights))
     assert w["lin"] > 0.5 and w["noise"] < 0.1 * w["lin"], w

@@ -11,15 +11,13 @@ from stacking import make_folds, select_thresholds
 from stacking.oof import out_of_fold_proba
 from stacking.thresholds import global_precision
 
-from conftest import SHARED
+from conftest import SHARED, require_dataset
 
 
 @pytest.fixture(scope="module")
 def bigbasket_oof():
     """Out-of-fold probabilities of the linear text model on 4,000 real BigBasket items."""
-    path = SHARED / "bigbasket" / "BigBasket Products.csv"
-    if not path.exists():
-        pytest.skip("BigBasket not available")
+    path = require_dataset(SHARED / "bigbasket" / "BigBasket Products.csv")
     from catalog_classifier.catalog import read_catalog
     from catalog_classifier.config import CatalogConfig
 
@@ -30,7 +28,7 @@ def bigbasket_oof():
     y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
     texts = np.array(item_texts(items["title"], items["brand"], 200), dtype=object)
     fold = make_folds(y, 3, seed=0)
-    p = out_of_fold_proba(lambda: LinearText(C=5.0, max_features=50_000), ItemInputs(texts, texts), y, fold,
+    p = out_of_fold_proba(LinearText(C=5.0, max_features=50_000), ItemInputs(texts, texts), y, fold,
                           len(classes))
     return y, p.astype(np.float64)
 

@@ -20,3 +20,14 @@ class ItemInputs:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    # rows as scikit-learn indexes them (``_safe_indexing`` calls ``X[idx, ...]``), so the
+    # base models go through cross_val_predict and friends like an array would
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.texts),)
+
+    def __getitem__(self, key) -> "ItemInputs":
+        if isinstance(key, tuple):
+            key = key[0]
+        return self.take(np.arange(len(self))[key])

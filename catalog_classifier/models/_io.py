@@ -15,10 +15,10 @@ def align_proba(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.nd
     return out
 
 
-def save_sklearn(obj, meta: dict, path: Path) -> None:
+def save_sklearn(obj, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     joblib.dump(obj, path / "model.joblib")
-    (path / "meta.json").write_text(json.dumps({**meta, "sklearn": sklearn.__version__}))
+    (path / "meta.json").write_text(json.dumps({"sklearn": sklearn.__version__}))
 
 
 def load_sklearn(path: Path):
@@ -27,4 +27,4 @@ def load_sklearn(path: Path):
         raise RuntimeError(
             f"{path} was saved with scikit-learn {meta.get('sklearn')}, this is {sklearn.__version__}; "
             "install the version recorded in the model's versions.json")
-    return joblib.load(path / "model.joblib"), meta
+    return joblib.load(path / "model.joblib")

@@ -9,22 +9,27 @@ the log-opinion pool. Unknown or rare brands get a missing row (NaN), not a gues
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
+from .base import BaseModel
 from .registry import register
 
 
-class BrandPrior:
-    def __init__(self, alpha: float = 1.0, min_count: int = 2):
-        self.alpha, self.min_count = alpha, min_count
+@register("brand_prior")
+class BrandPrior(BaseModel):
+    """NaN rows: brands seen fewer than ``min_count`` times in training (or never)."""
 
-    def fit(self, X, y, n_classes: int):
+    def __init__(self, alpha: float = 1.0, min_count: int = 2, classes=None):
+        self.alpha = alpha
+        self.min_count = min_count
+        self.classes = classes
+
+    def fit(self, X, y):
         if X.brands is None:
             raise ValueError("brand_prior needs item brands (ItemInputs.brands)")
-        y = np.asarray(y)
-        self.n_classes_ = n_classes
+        y = self._encode_labels(y)
+        n_classes = len(self.classes_)
         self.class_prior_ = np.bincount(y, minlength=n_classes) / max(len(y), 1)
         counts: dict[str, np.ndarray] = {}
         for b, c in zip(X.brands, y):
@@ -34,7 +39,7 @@ class BrandPrior:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        out = np.full((len(X), self.n_classes_), np.nan, dtype=np.float32)
+        out = np.full((len(X), len(self.classes_)), np.nan, dtype=np.float32)
         brands = X.brands if X.brands is not None else [""] * len(X)
         for i, b in enumerate(brands):
             v = self.table_.get(b)
@@ -42,23 +47,12 @@ class BrandPrior:
                 out[i] = (v + self.alpha * self.class_prior_) / (v.sum() + self.alpha)
         return out
 
-    def save(self, path):
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def _save_fitted(self, path):
         (path / "brand_prior.json").write_text(json.dumps({
-            "alpha": self.alpha, "min_count": self.min_count, "n_classes": self.n_classes_,
-            "class_prior": self.class_prior_.tolist(),
+            "classes": self.classes_.tolist(), "class_prior": self.class_prior_.tolist(),
             "table": {b: v.tolist() for b, v in self.table_.items()}}, ensure_ascii=False))
 
-    @classmethod
-    def load(cls, path):
-        d = json.loads((Path(path) / "brand_prior.json").read_text())
-        self = cls(d["alpha"], d["min_count"])
-        self.n_classes_, self.class_prior_ = d["n_classes"], np.array(d["class_prior"])
+    def _load_fitted(self, path):
+        d = json.loads((path / "brand_prior.json").read_text())
+        self.classes_, self.class_prior_ = np.array(d["classes"]), np.array(d["class_prior"])
         self.table_ = {b: np.array(v) for b, v in d["table"].items()}
-        return self
-
-
-@register("brand_prior")
-def _build(config):
-    return lambda: BrandPrior(min_count=config.stack.min_brand_count)

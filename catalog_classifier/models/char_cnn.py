@@ -7,13 +7,12 @@ dropout, linear softmax layer.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..features.text import CharVocab
+from .base import BaseModel
 from .registry import register
 
 
@@ -51,39 +50,54 @@ class CharCNN(nn.Module):
         return self.out(self.drop(h))
 
 
-class CharCNNClassifier:
-    def __init__(self, text_cfg, seed: int = 0):
-        self.cfg = text_cfg
+@register("char_cnn")
+class CharCNNClassifier(BaseModel):
+    def __init__(self, max_len: int = 384, max_vocab: int = 300, min_char_count: int = 2,
+                 embed_dim: int = 32, filters: int = 64, kernel_sizes: tuple[int, ...] = (3, 5),
+                 dropout: float = 0.3, epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, device: str = "auto", seed: int = 0, classes=None):
+        # max_vocab: most frequent characters kept, the rest map to <unk>; device: auto | cpu | cuda
+        self.max_len = max_len
+        self.max_vocab = max_vocab
+        self.min_char_count = min_char_count
+        self.embed_dim = embed_dim
+        self.filters = filters
+        self.kernel_sizes = kernel_sizes
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.device = device
         self.seed = seed
+        self.classes = classes
 
-    def _hparams(self) -> dict:
-        c = self.cfg
-        return {"embed_dim": c.embed_dim, "filters": c.filters, "kernel_sizes": list(c.kernel_sizes),
-                "dropout": c.dropout}
+    def _net(self) -> CharCNN:
+        return CharCNN(len(self.vocab_), len(self.classes_), self.embed_dim, self.filters,
+                       tuple(self.kernel_sizes), self.dropout)
 
-    def fit(self, X, y, n_classes: int):
-        c = self.cfg
+    def fit(self, X, y):
+        y = self._encode_labels(y)
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         texts = [str(t) for t in X.texts]
-        self.n_classes_ = n_classes
-        self.vocab_ = CharVocab.build(texts, c.max_vocab, c.min_char_count)
+        self.vocab_ = CharVocab.build(texts, self.max_vocab, self.min_char_count)
         lengths = np.array([len(t) for t in texts]) if texts else np.array([1])
         # long enough for almost all texts, no longer: short catalogs train much faster
-        self.seq_len_ = int(min(c.max_len, max(16, np.percentile(lengths, 98))))
+        self.seq_len_ = int(min(self.max_len, max(16, np.percentile(lengths, 98))))
         ids = torch.from_numpy(self.vocab_.encode(texts, self.seq_len_))
         target = torch.from_numpy(np.array(y, dtype=np.int64))
-        device = pick_device(c.device)
-        self.net_ = CharCNN(len(self.vocab_), n_classes, **self._hparams()).to(device)
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        steps = max(1, c.epochs * int(np.ceil(len(texts) / c.batch_size)))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=steps)
+        device = pick_device(self.device)
+        self.net_ = self._net().to(device)
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps = max(1, self.epochs * int(np.ceil(len(texts) / self.batch_size)))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
         self.net_.train()
-        for _ in range(c.epochs):
+        for _ in range(self.epochs):
             order = rng.permutation(len(texts))
-            for start in range(0, len(order), c.batch_size):
-                b = order[start:start + c.batch_size]
+            for start in range(0, len(order), self.batch_size):
+                b = order[start:start + self.batch_size]
                 xb, yb = ids[b].to(device), target[b].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     loss = loss_fn(self.net_(xb), yb)
@@ -98,43 +112,27 @@ class CharCNNClassifier:
     def predict_proba(self, X, batch_size: int = 256) -> np.ndarray:
         texts = [str(t) for t in X.texts]
         ids = torch.from_numpy(self.vocab_.encode(texts, self.seq_len_))
-        device = pick_device(self.cfg.device)
+        device = pick_device(self.device)
         net = self.net_.to(device)
         out = []
         for start in range(0, len(texts), batch_size):
             xb = ids[start:start + batch_size].to(device)
             out.append(torch.softmax(net(xb).float(), dim=1).cpu().numpy())
         net.cpu()
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.n_classes_), np.float32)
+        if not out:
+            return np.zeros((0, len(self.classes_)), np.float32)
+        return np.concatenate(out).astype(np.float32)
 
-    def save(self, path):
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def _save_fitted(self, path):
         torch.save(self.net_.state_dict(), path / "weights.pt")
-        meta = {"n_classes": self.n_classes_, "seq_len": self.seq_len_, "chars": self.vocab_.chars,
-                "hparams": self._hparams(), "text_cfg": {k: (list(v) if isinstance(v, tuple) else v)
-                                                        for k, v in vars(self.cfg).items()},
+        meta = {"classes": self.classes_.tolist(), "seq_len": self.seq_len_, "chars": self.vocab_.chars,
                 "torch": torch.__version__}
         (path / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
 
-    @classmethod
-    def load(cls, path):
-        from ..config import TextConfig
-
-        path = Path(path)
+    def _load_fitted(self, path):
         meta = json.loads((path / "meta.json").read_text())
-        cfg = TextConfig(**{k: (tuple(v) if k == "kernel_sizes" else v) for k, v in meta["text_cfg"].items()})
-        self = cls(cfg)
-        self.n_classes_, self.seq_len_ = meta["n_classes"], meta["seq_len"]
+        self.classes_, self.seq_len_ = np.array(meta["classes"]), meta["seq_len"]
         self.vocab_ = CharVocab(meta["chars"])
-        hp = meta["hparams"]
-        self.net_ = CharCNN(len(self.vocab_), self.n_classes_, hp["embed_dim"], hp["filters"],
-                            tuple(hp["kernel_sizes"]), hp["dropout"])
+        self.net_ = self._net()
         self.net_.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
         self.net_.eval()
-        return self
-
-
-@register("char_cnn")
-def _build(config):
-    return lambda: CharCNNClassifier(config.text, seed=config.stack.seed)

@@ -5,23 +5,27 @@ missing instead of reading a made-up guess.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ._io import align_proba, load_sklearn, save_sklearn
+from .base import BaseModel
 from .registry import register
 
 
-class ImageHead:
-    def __init__(self, C: float = 1.0, seed: int = 0):
-        self.C, self.seed = C, seed
+@register("image_head")
+class ImageHead(BaseModel):
+    """NaN rows: items without a usable image (or every row, when fitted without images)."""
 
-    def fit(self, X, y, n_classes: int):
-        self.n_classes_ = n_classes
+    def __init__(self, C: float = 1.0, seed: int = 0, classes=None):
+        self.C = C
+        self.seed = seed
+        self.classes = classes
+
+    def fit(self, X, y):
+        y = self._encode_labels(y)
         self.model_ = None
         if X.embeddings is None:
             return self
@@ -34,26 +38,17 @@ class ImageHead:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        out = np.full((len(X), self.n_classes_), np.nan, dtype=np.float32)
+        out = np.full((len(X), len(self.classes_)), np.nan, dtype=np.float32)
         if self.model_ is None or X.embeddings is None:
             return out
         ok = ~np.isnan(X.embeddings).any(1)
         if ok.any():
             p = self.model_.predict_proba(X.embeddings[ok])
-            out[ok] = align_proba(p, self.model_.classes_, self.n_classes_)
+            out[ok] = align_proba(p, self.model_.classes_, len(self.classes_))
         return out
 
-    def save(self, path):
-        save_sklearn(self.model_, {"n_classes": self.n_classes_, "C": self.C}, Path(path))
+    def _save_fitted(self, path):
+        save_sklearn((self.classes_, self.model_), path)
 
-    @classmethod
-    def load(cls, path):
-        model, meta = load_sklearn(Path(path))
-        self = cls(meta["C"])
-        self.model_, self.n_classes_ = model, meta["n_classes"]
-        return self
-
-
-@register("image_head")
-def _build(config):
-    return lambda: ImageHead(C=config.image.head_c, seed=config.stack.seed)
+    def _load_fitted(self, path):
+        self.classes_, self.model_ = load_sklearn(path)

@@ -4,20 +4,23 @@ Cheap, strong on spec-list text, and a different inductive bias from the char-CN
 stack gains from having both."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from ._io import align_proba, load_sklearn, save_sklearn
+from .base import BaseModel
 from .registry import register
 
 
-class LinearText:
-    def __init__(self, C: float = 10.0, max_features: int = 200_000, seed: int = 0):
-        self.C, self.max_features, self.seed = C, max_features, seed
+@register("linear_text")
+class LinearText(BaseModel):
+    def __init__(self, C: float = 10.0, max_features: int = 200_000, seed: int = 0, classes=None):
+        self.C = C
+        self.max_features = max_features
+        self.seed = seed
+        self.classes = classes
 
     def _vectorizers(self):
         return (
@@ -35,8 +38,8 @@ class LinearText:
             return sp.hstack([v.fit_transform(texts) for v in self.vecs_], format="csr")
         return sp.hstack([v.transform(texts) for v in self.vecs_], format="csr")
 
-    def fit(self, X, y, n_classes: int):
-        self.n_classes_ = n_classes
+    def fit(self, X, y):
+        y = self._encode_labels(y)
         F = self._features(X.texts, fit=True)
         self.model_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed)
         self.model_.fit(F, y)
@@ -44,19 +47,10 @@ class LinearText:
 
     def predict_proba(self, X) -> np.ndarray:
         p = self.model_.predict_proba(self._features(X.texts, fit=False))
-        return align_proba(p, self.model_.classes_, self.n_classes_)
+        return align_proba(p, self.model_.classes_, len(self.classes_))
 
-    def save(self, path):
-        save_sklearn((self.vecs_, self.model_), {"n_classes": self.n_classes_, "C": self.C}, Path(path))
+    def _save_fitted(self, path):
+        save_sklearn((self.classes_, self.vecs_, self.model_), path)
 
-    @classmethod
-    def load(cls, path):
-        (vecs, model), meta = load_sklearn(Path(path))
-        self = cls(meta["C"])
-        self.vecs_, self.model_, self.n_classes_ = vecs, model, meta["n_classes"]
-        return self
-
-
-@register("linear_text")
-def _build(config):
-    return lambda: LinearText(seed=config.stack.seed)
+    def _load_fitted(self, path):
+        self.classes_, self.vecs_, self.model_ = load_sklearn(path)

@@ -6,16 +6,19 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from ._io import align_proba
+from .base import BaseModel
 
 
-class TfidfLR:
+class TfidfLR(BaseModel):
     """Word TF-IDF (1-2 grams) over title + description, logistic regression."""
 
-    def __init__(self, C: float = 10.0, seed: int = 0):
-        self.C, self.seed = C, seed
+    def __init__(self, C: float = 10.0, seed: int = 0, classes=None):
+        self.C = C
+        self.seed = seed
+        self.classes = classes
 
-    def fit(self, X, y, n_classes: int):
-        self.n_classes_ = n_classes
+    def fit(self, X, y):
+        y = self._encode_labels(y)
         self.vec_ = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, dtype=np.float32)
         self.lr_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed)
         self.lr_.fit(self.vec_.fit_transform([str(t) for t in X.texts]), y)
@@ -23,4 +26,4 @@ class TfidfLR:
 
     def predict_proba(self, X) -> np.ndarray:
         p = self.lr_.predict_proba(self.vec_.transform([str(t) for t in X.texts]))
-        return align_proba(p, self.lr_.classes_, self.n_classes_)
+        return align_proba(p, self.lr_.classes_, len(self.classes_))
