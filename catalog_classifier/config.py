@@ -46,6 +46,13 @@ class ImageConfig:
     image_size: int = 224
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
+    # where the forward pass runs: auto = OpenVINO on the CPU, torch on CUDA; torch | openvino
+    runtime: str = "auto"
+    # auto = fp32 on the CPU, bf16 autocast on CUDA; bf16 on the CPU is opt-in (features move
+    # by ~4e-4 in cosine; not checked against the CV figures)
+    precision: str = "auto"
+    # exported backbones (OpenVINO IR), one folder per weights/size/precision/runtime version
+    export_dir: str = ".cache/backbones"
     enabled: bool = True
     # softmax head over cached embeddings
     head_c: float = 1.0
