@@ -23,7 +23,7 @@ from contextlib import contextmanager
 TARGETS: tuple[tuple[str, str, str], ...] = (
     ("catalog_classifier.features.embeddings", "ImageEmbedder.embed", "decode"),  # read, sha256, PIL decode, letterbox
     ("catalog_classifier.features.embeddings", "embed_forward", "cnn"),
-    ("catalog_classifier.features.embeddings", "load_backbone", "model_load"),
+    ("catalog_classifier.features.embeddings", "load_runtime", "model_load"),  # load + export/compile
     ("catalog_classifier.features.embeddings", "EmbeddingCache.get_many", "cache"),
     ("catalog_classifier.features.embeddings", "EmbeddingCache.put_many", "cache"),
     ("catalog_classifier.models.char_cnn", "CharCNNClassifier.predict_proba", "text"),
