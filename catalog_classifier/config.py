@@ -34,6 +34,10 @@ class CatalogConfig:
     max_image_bytes: int = 20_000_000
 
 
+IMAGE_RUNTIMES = ("auto", "torch", "openvino")
+IMAGE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class ImageConfig:
     backbone: str = "efficientnet_lite0"
@@ -56,6 +60,12 @@ class ImageConfig:
     enabled: bool = True
     # softmax head over cached embeddings
     head_c: float = 1.0
+
+    def __post_init__(self):
+        if self.runtime not in IMAGE_RUNTIMES:
+            raise ValueError(f"image.runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in IMAGE_PRECISIONS:
+            raise ValueError(f"image.precision must be one of {', '.join(IMAGE_PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass

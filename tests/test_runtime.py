@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from catalog_classifier.config import ImageConfig
+from catalog_classifier.config import Config, ImageConfig
 from catalog_classifier.features.backbone import (
     backbone_key, build_transform, load_backbone, resolve_precision, resolve_runtime, torch_forward,
 )
@@ -49,11 +49,11 @@ def test_auto_is_openvino_fp32_on_cpu_and_torch_on_cuda():
     cuda = ImageConfig(device="cuda")
     assert (resolve_runtime(cuda), resolve_precision(cuda)) == ("torch", "bf16")  # the GPU path as before
     with pytest.raises(ValueError, match="image.runtime must be one of"):
-        resolve_runtime(ImageConfig(device="cpu", runtime="tensorrt"))
+        ImageConfig(device="cpu", runtime="tensorrt")  # at config load, before anything runs
     with pytest.raises(ValueError, match="runs on the CPU"):
         resolve_runtime(ImageConfig(device="cuda", runtime="openvino"))
     with pytest.raises(ValueError, match="image.precision must be one of"):
-        resolve_precision(ImageConfig(device="cpu", precision="fp16"))
+        Config.from_dict({"image": {"precision": "fp16"}})
 
 
 def test_cache_key_carries_runtime_and_precision():
@@ -69,8 +69,8 @@ def test_openvino_fp32_reproduces_torch_features(module, batch):
     ov_rt = load_runtime(cfg, module)
     assert isinstance(ov_rt, OpenVINORuntime)
     assert str(ov_rt.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
-    assert int(ov_rt.compiled.get_property("INFERENCE_NUM_THREADS")) == int(
-        os.environ.get("CATALOG_CLASSIFIER_THREADS") or torch.get_num_threads())
+    assert int(ov_rt.compiled.get_property("INFERENCE_NUM_THREADS")) == min(
+        torch.get_num_threads(), int(os.environ["CATALOG_CLASSIFIER_THREADS"]))  # conftest sets it
     ref = torch_forward(module, batch).numpy()
     got = np.concatenate([ov_rt(batch[s:s + 32]).numpy() for s in range(0, len(batch), 32)])
     assert got.shape == ref.shape == (64, 1280) and got.dtype == np.float32

@@ -110,12 +110,18 @@ def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | Non
     return xml
 
 
+def ov_threads() -> int:
+    """torch's thread setting (the runner and the Ray actors set it), capped by CATALOG_CLASSIFIER_THREADS."""
+    env = os.environ.get("CATALOG_CLASSIFIER_THREADS")
+    return max(1, min(torch.get_num_threads(), int(env)) if env else torch.get_num_threads())
+
+
 def compile_openvino(cfg: ImageConfig, precision: str, module: nn.Module | None = None):
     import openvino as ov
 
-    threads = int(os.environ.get("CATALOG_CLASSIFIER_THREADS") or torch.get_num_threads())
+    threads = ov_threads()
     config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_NUM_THREADS": max(1, threads)}
+              "INFERENCE_NUM_THREADS": threads}
     return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", config)
 
 
