@@ -128,3 +128,27 @@ def test_runtimes_do_not_share_cached_embeddings(module, demo_files, tmp_path):
     assert _cosine(first.vectors, second.vectors).min() >= 0.99999
     again = ImageEmbedder(ov_cfg).embed(refs)
     assert (again.n_computed, again.n_cached) == (0, 6)
+
+
+def test_compiled_module_runs_the_char_cnn_as_torch_does():
+    """The helper the text models can use: a char-CNN over real demo texts, any batch size."""
+    import pandas as pd
+
+    from catalog_classifier.features.runtimes import CompiledModule
+    from catalog_classifier.features.text import CharVocab
+    from catalog_classifier.models.char_cnn import CharCNN
+
+    csv = DEMO_IMAGES.parent / "flipkart_com-ecommerce_sample_1050.csv"
+    texts = [f"{t} {d}" for t, d in pd.read_csv(csv, usecols=["product_name", "description"])
+             .fillna("").head(100).itertuples(index=False)]
+    vocab = CharVocab.build(texts, 300, 2)
+    torch.manual_seed(0)
+    net = CharCNN(len(vocab), 7, embed_dim=32, filters=64, kernel_sizes=(3, 5), dropout=0.3).eval()
+    ids = torch.from_numpy(vocab.encode(texts, 256))
+    compiled = CompiledModule(net, ids[:2])
+    with torch.inference_mode():
+        want = net(ids)
+    for part in (ids, ids[:33]):  # batch sizes other than the example's
+        got = compiled(part)
+        assert got.shape == (len(part), 7)
+        np.testing.assert_allclose(got.numpy(), want[:len(part)].numpy(), atol=1e-4, rtol=1e-4)

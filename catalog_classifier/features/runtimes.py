@@ -125,6 +125,29 @@ def compile_openvino(cfg: ImageConfig, precision: str, module: nn.Module | None 
     return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", config)
 
 
+class CompiledModule:
+    """A small torch module (e.g. the char-CNN) compiled in memory for OpenVINO's CPU plugin.
+
+    Same call as the module on one input tensor, float32 output as a torch tensor; at fp32
+    the outputs equal torch's within float rounding (tests/test_runtime.py).
+    """
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, precision: str = "fp32"):
+        import openvino as ov
+
+        shape = [-1, *example.shape[1:]]  # any batch size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = ov.convert_model(module.eval(), example_input=example, input=[shape])
+        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": ov_threads()}
+        self._request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+
+
 def load_runtime(cfg: ImageConfig, module: nn.Module | None = None):
     """The configured runtime around the backbone; ``module`` (from load_backbone(cfg)) saves a reload."""
     runtime, precision = resolve_runtime(cfg), resolve_precision(cfg)
