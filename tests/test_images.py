@@ -20,7 +20,7 @@ from catalog_classifier.features.backbone import (
 from catalog_classifier.features.embeddings import EmbeddingCache, ImageEmbedder
 from catalog_classifier.features.images import load_image
 
-DEMO_IMAGES = Path("/work/shared/datasets/flipkart1050/images")
+DEMO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "flipkart1050" / "images"
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
@@ -36,8 +36,7 @@ def model(cfg):
 
 @pytest.fixture(scope="module")
 def demo_files() -> list[Path]:
-    if not DEMO_IMAGES.is_dir():
-        pytest.skip("demo images not available")
+    assert DEMO_IMAGES.is_dir(), f"demo images missing: {DEMO_IMAGES}"
     return sorted(DEMO_IMAGES.glob("*.jpg"))[:8]
 
 
@@ -234,3 +233,47 @@ def test_transparent_png_is_flattened_on_white(tmp_path):
     rgba.save(tmp_path / "t.png")
     img, _, reason = load_image("t.png", str(tmp_path), 10**8, 10**8)
     assert reason is None and img.mode == "RGB" and img.getpixel((5, 5)) == (255, 255, 255)
+
+
+# --- (d) decode that keeps up ---------------------------------------------------------------
+
+def test_large_jpeg_decodes_reduced_with_the_same_features(model, demo_files, tmp_path):
+    """The demo photos are <= 320 px, so draft is tested on a 4x upscaled copy of one."""
+    from catalog_classifier.features.images import decode_image
+
+    src = Image.open(demo_files[2]).convert("RGB")
+    big = src.resize((src.width * 4, src.height * 4), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=95)
+    drafted, reason = decode_image(buf.getvalue(), 10**8, draft_size=224)
+    full, _ = decode_image(buf.getvalue(), 10**8)
+    assert reason is None and full.size == big.size
+    assert max(drafted.size) < max(big.size) // 2 and max(drafted.size) >= 224  # DCT-scaled, still >= target
+    transform = build_transform(224)
+    a = embed_forward(model, transform(drafted)[None]).numpy()[0]
+    b = embed_forward(model, transform(full)[None]).numpy()[0]
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+    small, _ = decode_image(demo_files[2].read_bytes(), 10**8, draft_size=224)
+    assert small.size == src.size  # under twice the target: decoded as is
+
+
+def test_prefetch_pipeline_matches_chunk_by_chunk_embedding(model, tmp_path):
+    """Small batches and a one-image prefetch, repeats across chunk boundaries, a broken file:
+    every row gets the vector (or reason) the plain per-image forward gives."""
+    files = sorted(DEMO_IMAGES.glob("*.jpg"))[:70]
+    assert len(files) == 70, f"demo images missing under {DEMO_IMAGES}"
+    (tmp_path / "broken.jpg").write_bytes(files[0].read_bytes()[:300])
+    refs = [str(f) for f in files] + [str(files[1]), str(tmp_path / "broken.jpg"), str(files[65])]
+    icfg = ImageConfig(device="cpu", cache_dir="", batch_size=4)  # chunks of 64 rows
+    want = ImageEmbedder(icfg, model=model, prefetch=1000).embed(refs)
+    got = ImageEmbedder(icfg, model=model, prefetch=1).embed(refs)
+    assert (got.n_computed, got.n_cached, got.n_reused) == (70, 0, 2)
+    assert got.reasons == want.reasons and got.reasons[71] == "corrupt or truncated image"
+    assert got.ok.sum() == 72
+    np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5, equal_nan=True)
+    np.testing.assert_array_equal(got.vectors[70], got.vectors[1])
+    transform = build_transform(224)
+    from catalog_classifier.features.images import decode_image
+
+    one = embed_forward(model, transform(decode_image(files[40].read_bytes(), 10**8, 224)[0])[None]).numpy()[0]
+    np.testing.assert_allclose(got.vectors[40], one, atol=1e-4)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import importlib.util
 import os
 import re
+import warnings
 from contextlib import nullcontext
 from typing import Callable
 
@@ -83,17 +85,42 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def backbone_key(cfg: ImageConfig) -> str:
-    """Identity of the feature extractor for cache keys: arch, weights content, input, precision.
-
-    bf16 (CUDA) and fp32 (CPU) features differ slightly, so they are cached apart.
-    """
-    arch = _arch(cfg.backbone)
+def file_sha256(cfg: ImageConfig) -> str:
+    """sha256 of the configured weights file (memoised per path, size and mtime)."""
     path = weights_path(cfg)
     st = os.stat(path)
-    digest = _file_sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)[:16]
-    precision = "bf16" if resolve_device(cfg.device).type == "cuda" else "fp32"
-    return f"{arch}:{digest}:{cfg.image_size}:{PREPROCESS_VERSION}:{precision}"
+    return _file_sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def resolve_runtime(cfg: ImageConfig) -> str:
+    """torch | openvino: ``auto`` is OpenVINO on the CPU, torch on CUDA."""
+    cuda = resolve_device(cfg.device).type == "cuda"
+    if cfg.runtime == "openvino" and cuda:
+        raise ValueError("image.runtime openvino runs on the CPU: set image.device to cpu or the runtime to torch")
+    if cfg.runtime != "auto":
+        return cfg.runtime
+    if cuda:
+        return "torch"
+    if importlib.util.find_spec("openvino") is None:  # a pinned dependency; never silently slow
+        warnings.warn("openvino is not installed: image.runtime auto falls back to torch eager (much slower)")
+        return "torch"
+    return "openvino"
+
+
+def resolve_precision(cfg: ImageConfig) -> str:
+    """fp32 | bf16: ``auto`` is fp32 on the CPU and bf16 autocast on CUDA (as before runtimes)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if resolve_device(cfg.device).type == "cuda" else "fp32"
+
+
+def backbone_key(cfg: ImageConfig) -> str:
+    """Identity of the feature extractor for cache keys: arch, weights, input, runtime, precision.
+
+    Runtimes and precisions differ in float rounding (bf16 visibly), so they are cached apart.
+    """
+    return (f"{_arch(cfg.backbone)}:{file_sha256(cfg)[:16]}:{cfg.image_size}:{PREPROCESS_VERSION}:"
+            f"{resolve_runtime(cfg)}:{resolve_precision(cfg)}")
 
 
 def _arch(name: str) -> str:
@@ -161,21 +188,30 @@ def build_transform(image_size: int = 224) -> Callable[[Image.Image], torch.Tens
     return transform
 
 
-def _prepare(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, object]:
+def _prepare(model: nn.Module, batch: torch.Tensor, precision: str | None = None) -> tuple[torch.Tensor, object]:
+    """Batch on the model's device and the autocast context for ``precision`` (None: the device default)."""
     device = next(model.parameters()).device
+    bf16 = precision == "bf16" or (precision is None and device.type == "cuda")
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     if device.type == "cuda":
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        return batch, torch.autocast("cuda", dtype=torch.bfloat16)
-    return batch.to(device), nullcontext()
+        return batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), ctx
+    return batch.to(device), ctx
 
 
 @torch.inference_mode()
-def embed_forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def torch_forward(model: nn.Module, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
     """Globally pooled features before the classifier: float32 [n, 1280] on the CPU."""
-    x, ctx = _prepare(model, batch)
+    x, ctx = _prepare(model, batch, precision)
     with ctx:
         feats = model.forward_head(model.forward_features(x), pre_logits=True)
     return feats.float().cpu()
+
+
+def embed_forward(model, batch: torch.Tensor) -> torch.Tensor:
+    """Pooled features from a torch module (device-default precision) or a runtime (runtimes.py)."""
+    if isinstance(model, nn.Module):
+        return torch_forward(model, batch)
+    return model(batch)
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 
 The cache key is sha256(image bytes) + backbone identity (see backbone.backbone_key),
 so a renamed or re-crawled but unchanged image never runs through the CNN twice, and a
-changed backbone/preprocessing never serves stale vectors.
+changed backbone, preprocessing, runtime or precision never serves another's vectors.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -21,9 +22,10 @@ from tqdm.auto import tqdm
 from catalog_classifier import events
 from catalog_classifier.config import CatalogConfig, ImageConfig
 from catalog_classifier.features.backbone import (
-    EMBED_DIM, backbone_key, build_transform, embed_forward, load_backbone,
+    EMBED_DIM, backbone_key, build_transform, embed_forward,
 )
 from catalog_classifier.features.images import CORRUPT, decode_image, read_image_bytes
+from catalog_classifier.features.runtimes import load_runtime
 
 embedding_dim = EMBED_DIM
 _SQL_CHUNK = 500  # stay well under SQLite's bound-parameter limit
@@ -123,7 +125,13 @@ class ImageEmbedder:
     """Embeds image references with the backbone, caching by image content.
 
     The CNN is loaded on first need only: a fully cached catalog never loads it. An
-    already loaded backbone (from load_backbone with the same cfg) may be passed in.
+    already loaded backbone (a torch module from load_backbone with the same cfg, or a
+    runtime from runtimes.load_runtime) may be passed in; a module is wrapped in the
+    configured runtime, so its vectors match the cache key.
+
+    Decoding and letterboxing run in a thread pool ahead of the forward pass, at most
+    ``prefetch`` images in flight (default two batches): the CNN never waits for a whole
+    chunk to decode, and memory stays bounded.
     """
 
     embedding_dim = EMBED_DIM
@@ -135,23 +143,29 @@ class ImageEmbedder:
         max_bytes: int = CatalogConfig.max_image_bytes,
         max_pixels: int = CatalogConfig.max_image_pixels,
         workers: int | None = None,
-        model: torch.nn.Module | None = None,
+        model=None,
+        prefetch: int | None = None,
     ):
         self.cfg = cfg
         self.image_root = image_root
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.prefetch = prefetch or 2 * cfg.batch_size
         self.key = backbone_key(cfg)
         self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
         self._transform = build_transform(cfg.image_size)
-        self._model = model
+        self._given = model
+        self._model = None
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self):
+        """The runtime that runs the forward pass (loaded, exported or compiled on first use)."""
         if self._model is None:
+            given = self._given
             with events.stage("image.load"):
-                self._model = load_backbone(self.cfg)
+                self._model = given if given is not None and not isinstance(given, torch.nn.Module) else (
+                    load_runtime(self.cfg, given))
         return self._model
 
     def _read(self, ref):
@@ -173,64 +187,75 @@ class ImageEmbedder:
             reasons=[None] * n, digests=[None] * n, n_computed=0, n_cached=0, n_reused=0,
         )
         run = _Run()
-        chunk = max(4 * self.cfg.batch_size, 64)  # bounds the bytes/tensors held in memory
+        chunk = max(4 * self.cfg.batch_size, 64)  # bounds the bytes held in memory
         with events.stage("image.embed", images=n), ThreadPoolExecutor(self.workers) as pool, tqdm(
             total=n, disable=not progress, unit="img", desc="image embeddings"
         ) as bar:
             for start in range(0, n, chunk):
                 rows = range(start, min(n, start + chunk))
-                self._embed_chunk(refs, rows, pool, res, run)
+                for i, digest, data in self._lookup_chunk(refs, rows, pool, res, run):
+                    run.inflight.append((i, digest, pool.submit(self._decode, data)))
+                    while len(run.inflight) > self.prefetch:
+                        self._collect(run, res)
                 bar.update(len(rows))
-        return res
-
-    def _embed_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> None:
-        pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
-        repeats: list[int] = []
-        for i, (data, reason) in zip(rows, pool.map(self._read, [refs[i] for i in rows])):
-            if data is None:
-                res.reasons[i] = reason
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            res.digests[i] = digest
-            if digest in run.done or digest in run.failed or digest in pending:
-                repeats.append(i)
-            else:
-                pending[digest] = (i, data)
-
-        with events.stage("image.cache"):
-            hits = self.cache.get_many(pending) if self.cache is not None and pending else {}
-        for digest, vec in hits.items():
-            i, _ = pending.pop(digest)
-            res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
-            res.n_cached += 1
-
-        todo: list[tuple[int, str, torch.Tensor]] = []
-        decoded = pool.map(self._decode, [data for _, data in pending.values()])
-        for (digest, (i, _)), (x, reason) in zip(pending.items(), decoded):
-            if x is None:
-                res.reasons[i] = run.failed[digest] = reason
-            else:
-                todo.append((i, digest, x))
-        bs = self.cfg.batch_size
-        for b in range(0, len(todo), bs):
-            part = todo[b:b + bs]
-            batch = torch.stack([x for _, _, x in part])
-            with events.stage("image.forward", images=len(part)):
-                feats = embed_forward(self.model, batch).numpy()
-            for (i, digest, _), vec in zip(part, feats):
-                res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
-            res.n_computed += len(part)
-        if self.cache is not None and todo:
-            with events.stage("image.cache"):
-                self.cache.put_many({d: res.vectors[i] for i, d, _ in todo})
-
-        for i in repeats:
+            while run.inflight:
+                self._collect(run, res)
+            self._flush(run, res)
+        for i in run.repeats:  # identical bytes seen earlier in this call: that row's outcome
             digest = res.digests[i]
             if digest in run.done:
                 res.vectors[i], res.ok[i] = res.vectors[run.done[digest]], True
                 res.n_reused += 1
             else:
                 res.reasons[i] = run.failed[digest]
+        return res
+
+    def _lookup_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> list[tuple[int, str, bytes]]:
+        """Read and hash a chunk; serve cache hits; return the distinct new images to decode."""
+        pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
+        for i, (data, reason) in zip(rows, pool.map(self._read, [refs[i] for i in rows])):
+            if data is None:
+                res.reasons[i] = reason
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            res.digests[i] = digest
+            if digest in run.seen or digest in pending:
+                run.repeats.append(i)
+            else:
+                pending[digest] = (i, data)
+        run.seen.update(pending)
+        with events.stage("image.cache"):
+            hits = self.cache.get_many(pending) if self.cache is not None and pending else {}
+        for digest, vec in hits.items():
+            i, _ = pending.pop(digest)
+            res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
+            res.n_cached += 1
+        return [(i, digest, data) for digest, (i, data) in pending.items()]
+
+    def _collect(self, run: "_Run", res: EmbeddingResult) -> None:
+        """Take the oldest decode in flight; run the CNN once a batch is full."""
+        i, digest, fut = run.inflight.popleft()
+        x, reason = fut.result()
+        if x is None:
+            res.reasons[i] = run.failed[digest] = reason
+        else:
+            run.batch.append((i, digest, x))
+        if len(run.batch) >= self.cfg.batch_size:
+            self._flush(run, res)
+
+    def _flush(self, run: "_Run", res: EmbeddingResult) -> None:
+        part, run.batch = run.batch, []
+        if not part:
+            return
+        batch = torch.stack([x for _, _, x in part])
+        with events.stage("image.forward", images=len(part)):
+            feats = embed_forward(self.model, batch).numpy()
+        for (i, digest, _), vec in zip(part, feats):
+            res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
+        res.n_computed += len(part)
+        if self.cache is not None:
+            with events.stage("image.cache"):
+                self.cache.put_many({d: res.vectors[i] for i, d, _ in part})
 
 
 @dataclass
@@ -239,3 +264,7 @@ class _Run:
 
     done: dict[str, int] = field(default_factory=dict)  # digest -> row holding its vector
     failed: dict[str, str] = field(default_factory=dict)  # digest -> decode failure reason
+    seen: set[str] = field(default_factory=set)  # digests cached, in flight or done
+    repeats: list[int] = field(default_factory=list)  # rows repeating an earlier row's bytes
+    inflight: deque = field(default_factory=deque)  # (row, digest, decode future), oldest first
+    batch: list = field(default_factory=list)  # decoded, waiting for the forward pass

@@ -123,9 +123,9 @@ def decode_image(
 ) -> tuple[Image.Image | None, str | None]:
     """Fully decode image bytes to RGB, refusing bombs before any pixel is allocated.
 
-    ``draft_size`` lets the JPEG decoder downscale by 1/2..1/8 while keeping both sides
-    >= draft_size, which is much faster for big photos and loses nothing the CNN input
-    (a few hundred pixels) needs. Transparent images are flattened onto white, the
+    ``draft_size`` lets the JPEG decoder downscale by 1/2..1/8 (DCT scaling) while the
+    longer side stays >= draft_size -- the side the letterbox resizes to draft_size --
+    which is several times faster for big photos and loses nothing the CNN input needs. Transparent images are flattened onto white, the
     usual product-photo background, and EXIF orientation is applied. Above PIL's own
     hard limit (2 x Image.MAX_IMAGE_PIXELS, ~179 MP by default) PIL refuses first and
     the reason carries the pixel count only.
@@ -136,7 +136,7 @@ def decode_image(
         if w * h > max_pixels:
             return None, bomb_reason((w, h))
         if draft_size and img.format in ("JPEG", "MPO"):
-            img.draft("RGB", (draft_size, draft_size))
+            _draft(img, draft_size)
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img), None
@@ -149,6 +149,15 @@ def decode_image(
         return None, bomb_reason(None)
     except Exception:  # truncated data, broken chunks, decoder errors of any kind
         return None, CORRUPT
+
+
+def _draft(img: Image.Image, target: int) -> None:
+    """Ask the JPEG decoder for the largest 1/2, 1/4 or 1/8 reduction whose longer side is >= target."""
+    w, h = img.size
+    factor = max(w, h) // target
+    scale = next((s for s in (8, 4, 2) if factor >= s), 1)
+    if scale > 1:  # PIL picks min(w // rw, h // rh) rounded down to 8/4/2/1: ask for exactly `scale`
+        img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -63,11 +63,11 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size")
+SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size", "runtime", "precision", "export_dir")
 
 
 def _serve_with(clf, cfg: Config) -> None:
-    """Operational image settings (cache dir, device, batch size) come from the run's config;
+    """Operational image settings (cache dir, device, batch size, runtime) come from the run's config;
     everything that defines the model (backbone, image size, thresholds) stays as trained."""
     img = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
     if any(getattr(clf.config.image, k) != v for k, v in img.items()):

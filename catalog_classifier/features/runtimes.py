@@ -1,0 +1,156 @@
+"""Where the image backbone's forward pass runs: torch eager or OpenVINO.
+
+``image.runtime: auto`` runs OpenVINO on the CPU (about 8x torch eager on the same cores,
+features equal to torch's within float rounding at fp32) and torch on CUDA. The OpenVINO
+IR is exported from the torch model once per backbone identity (weights sha256, image size,
+precision, OpenVINO version) into ``image.export_dir`` and reused by every later process;
+the export is written to a temporary folder and renamed into place, so two processes
+racing both end with one complete IR and neither reads a half-written one. Nothing is
+exported or imported at import time: only when a batch actually has to go through the CNN.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from catalog_classifier.config import ImageConfig
+from catalog_classifier.features.backbone import (
+    _arch, file_sha256, load_backbone, resolve_precision, resolve_runtime, torch_forward,
+)
+
+log = logging.getLogger(__name__)
+EXPORT_VERSION = "pooled-v1"  # bump when what the exported graph computes changes
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+class _Pooled(nn.Module):
+    """The graph that is exported: image batch -> globally pooled 1280-d features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+class TorchRuntime:
+    name = "torch"
+
+    def __init__(self, module: nn.Module, precision: str):
+        self.module, self.precision = module, precision
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch_forward(self.module, batch, self.precision)
+
+
+class OpenVINORuntime:
+    name = "openvino"
+
+    def __init__(self, compiled, precision: str):
+        self.compiled, self.precision = compiled, precision
+        self._request = compiled.create_infer_request()
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.float32)
+        out = self._request.infer({0: x})  # releases the GIL: decode threads keep running
+        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+
+
+def export_identity(cfg: ImageConfig, precision: str) -> dict:
+    import openvino
+
+    return {"arch": _arch(cfg.backbone), "weights_sha256": file_sha256(cfg), "image_size": cfg.image_size,
+            "runtime": "openvino", "precision": precision, "openvino": openvino.__version__,
+            "export": EXPORT_VERSION}
+
+
+def export_path(cfg: ImageConfig, precision: str) -> str:
+    ident = json.dumps(export_identity(cfg, precision), sort_keys=True)
+    return os.path.join(cfg.export_dir, hashlib.sha256(ident.encode()).hexdigest()[:20])
+
+
+def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | None = None) -> str:
+    """Path of the exported IR (model.xml), exporting it first when no process has yet."""
+    final = export_path(cfg, precision)
+    xml = os.path.join(final, "model.xml")
+    if os.path.isfile(xml):
+        return xml
+    import openvino as ov
+
+    os.makedirs(cfg.export_dir, exist_ok=True)
+    module = module if module is not None else load_backbone(cfg)
+    size = cfg.image_size
+    tmp = tempfile.mkdtemp(dir=cfg.export_dir, prefix=".export-")
+    try:
+        with warnings.catch_warnings():  # tracing warnings from timm's TF-"same" padding
+            warnings.simplefilter("ignore")
+            graph = ov.convert_model(_Pooled(module.cpu()).eval(), example_input=torch.zeros(1, 3, size, size),
+                                     input=[(-1, 3, size, size)])
+        ov.save_model(graph, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
+        with open(os.path.join(tmp, "identity.json"), "w") as fh:
+            json.dump(export_identity(cfg, precision), fh, sort_keys=True)
+        try:
+            os.rename(tmp, final)  # atomic; fails when another process got there first
+            log.info("exported the image backbone to OpenVINO IR in %s", final)
+        except OSError:
+            if not os.path.isfile(xml):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def ov_threads() -> int:
+    """torch's thread setting (the runner and the Ray actors set it), capped by CATALOG_CLASSIFIER_THREADS."""
+    env = os.environ.get("CATALOG_CLASSIFIER_THREADS")
+    return max(1, min(torch.get_num_threads(), int(env)) if env else torch.get_num_threads())
+
+
+def compile_openvino(cfg: ImageConfig, precision: str, module: nn.Module | None = None):
+    import openvino as ov
+
+    threads = ov_threads()
+    config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_NUM_THREADS": threads}
+    return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", config)
+
+
+class CompiledModule:
+    """A small torch module (e.g. the char-CNN) compiled in memory for OpenVINO's CPU plugin.
+
+    Same call as the module on one input tensor, float32 output as a torch tensor; at fp32
+    the outputs equal torch's within float rounding (tests/test_runtime.py).
+    """
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, precision: str = "fp32"):
+        import openvino as ov
+
+        shape = [-1, *example.shape[1:]]  # any batch size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = ov.convert_model(module.eval(), example_input=example, input=[shape])
+        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": ov_threads()}
+        self._request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+
+
+def load_runtime(cfg: ImageConfig, module: nn.Module | None = None):
+    """The configured runtime around the backbone; ``module`` (from load_backbone(cfg)) saves a reload."""
+    runtime, precision = resolve_runtime(cfg), resolve_precision(cfg)
+    if runtime == "openvino":
+        return OpenVINORuntime(compile_openvino(cfg, precision, module), precision)
+    return TorchRuntime(module if module is not None else load_backbone(cfg), precision)
