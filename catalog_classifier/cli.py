@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .config import Config, load_config
+from .preflight import existing_dir, existing_file, operator_errors, usable_dir, usable_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Categorize crawled product catalogs; route unsure items to human review.")
@@ -21,6 +22,8 @@ def _config(config: Optional[Path], adapter: Optional[str] = None, columns: list
             image_root: Optional[str] = None, level: Optional[int] = None,
             target_precision: Optional[float] = None) -> Config:
     cfg = load_config(config)
+    if image_root is not None:
+        existing_dir(image_root, "--image-root")
     cat = {}
     if adapter:
         cat["adapter"] = adapter
@@ -41,13 +44,9 @@ def _config(config: Optional[Path], adapter: Optional[str] = None, columns: list
 
 
 def _read(catalog: Path, cfg: Config):
-    from .catalog import CatalogError, read_catalog
+    from .catalog import read_catalog
 
-    try:
-        return read_catalog(catalog, cfg.catalog)
-    except (CatalogError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2)
+    return read_catalog(existing_file(catalog, "--catalog"), cfg.catalog)
 
 
 @app.command()
@@ -65,8 +64,10 @@ def train(
     """Train the stacked categorizer on a labeled catalog and save one model version."""
     from .training import train_and_log
 
-    cfg = _config(config, adapter, map, image_root, level, target_precision)
-    cat = _read(catalog, cfg)
+    with operator_errors():
+        cfg = _config(config, adapter, map, image_root, level, target_precision)
+        usable_dir(out, "--out")
+        cat = _read(catalog, cfg)
     summary = train_and_log(cat, cfg, out, register=register)
     typer.echo(json.dumps(summary, indent=2))
 
@@ -84,12 +85,15 @@ def predict(
     from .io_utils import atomic_write_table
     from .tracking import load_model
 
-    cfg = _config(config, columns=map, image_root=image_root)
-    loaded = load_model(model, cfg.tracking)
-    # the catalog is read with the model's own catalog settings unless overridden here
-    read_cfg = loaded.clf.config.with_overrides(catalog={k: v for k, v in {
-        "image_root": image_root, "columns": cfg.catalog.columns}.items() if v})
-    cat = _read(catalog, read_cfg)
+    with operator_errors():
+        cfg = _config(config, columns=map, image_root=image_root)
+        usable_file(out, "--out")
+        existing_file(catalog, "--catalog")
+        loaded = load_model(model, cfg.tracking)
+        # the catalog is read with the model's own catalog settings unless overridden here
+        read_cfg = loaded.clf.config.with_overrides(catalog={k: v for k, v in {
+            "image_root": image_root, "columns": cfg.catalog.columns}.items() if v})
+        cat = _read(catalog, read_cfg)
     pred = loaded.clf.predict(cat.items, image_root=cat.image_root, progress=True)
     atomic_write_table(pred, out)
     counts = pred["status"].value_counts().to_dict()
@@ -117,16 +121,20 @@ def evaluate(
         raise typer.BadParameter("--protocol must be 'nested' or 'oof'")
     from .training import evaluate_and_report
 
-    cfg = _config(config, adapter, None, image_root)
-    if inner_folds:
-        cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
-    cat = _read(catalog, cfg)
+    with operator_errors():
+        cfg = _config(config, adapter, None, image_root)
+        usable_file(report, "--report")
+        if inner_folds:
+            cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
+        cat = _read(catalog, cfg)
     out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow, protocol)
     typer.echo(json.dumps(out, indent=2))
 
 
 def main():  # pragma: no cover - console entry
-    logging.basicConfig(level=os.environ.get("CATALOG_CLASSIFIER_LOG", "WARNING"))
+    level = os.environ.get("CATALOG_CLASSIFIER_LOG", "WARNING")
+    logging.basicConfig(level=level)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)  # MLflow's own handler logs INFO on stderr otherwise
     app()
 
 

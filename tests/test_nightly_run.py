@@ -110,6 +110,7 @@ def test_previous_night_drift_and_cli(model, trained_model_dir, heldout_csv, tmp
     assert report["drift"]["previous_dir"].endswith("2024-01-01")
     assert prev["category"]["p_value"] == pytest.approx(1.0) and prev["confidence"]["statistic"] == 0
     assert not prev["drift"]
+    (tmp_path / "x.txt").write_text(heldout_csv.read_text())
     bad = CliRunner().invoke(app, ["nightly", "--catalog", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"),
                                    "--model", str(trained_model_dir), "--config", str(cfg_file)])
     assert bad.exit_code == 2 and "unknown file type '.txt'" in bad.output and not (tmp_path / "o").exists()
@@ -130,11 +131,11 @@ def test_mlflow_gets_the_nights_metrics(model, heldout_csv, tmp_path):
 
 
 def _runner(csv: Path, out: Path, model_dir: Path, cfg: Path) -> list[str]:
-    return [sys.executable, "-m", "catalog_classifier.nightly.runner", "--catalog", str(csv), "--out", str(out),
+    return [sys.executable, "-m", "catalog_classifier", "nightly", "--catalog", str(csv), "--out", str(out),
             "--model", str(model_dir), "--config", str(cfg), "--no-progress"]
 
 
-def test_kill_9_midway_then_rerun_equals_uninterrupted_run(trained_model_dir, heldout_csv, tmp_path):
+def test_kill_9_midway_damaged_part_then_rerun_equals_uninterrupted_run(trained_model_dir, heldout_csv, tmp_path):
     cfg = tmp_path / "run.json"
     cfg.write_text(night_config(8).dumps())  # 8 rows a chunk: ~27 parts for 210 rows
     env = {**os.environ, "CATALOG_CLASSIFIER_THREADS": "1"}
@@ -154,11 +155,16 @@ def test_kill_9_midway_then_rerun_equals_uninterrupted_run(trained_model_dir, he
     committed = len(list((night / "parts").glob("part-*.parquet")))
     assert not (night / "predictions.parquet").exists(), "the run finished before the kill"
     assert json.loads((night / "manifest.json").read_text())["status"] == "running"
+    first = night / "parts" / "part-00000.parquet"  # a committed part damaged after the crash
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
 
     done = subprocess.run(_runner(heldout_csv, night, trained_model_dir, cfg), cwd=ROOT, env=env, check=True,
                           capture_output=True, text=True, timeout=600)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["parts_reused"] >= committed >= 1 and summary["parts_computed"] >= 1
+    assert summary["parts_reused"] >= committed - 1 and summary["parts_computed"] >= 2
+    assert [(p["part"], p["reason"].split(" (")[0]) for p in summary["parts_recomputed"]] == [
+        ("part-00000.parquet", "checksum mismatch")]
+    assert json.loads((night / "report.json").read_text())["parts_recomputed"] == summary["parts_recomputed"]
     a, b = read_predictions(ref), read_predictions(night)
     assert b["row"].is_unique and len(b) == len(pd.read_csv(heldout_csv))
     pd.testing.assert_frame_equal(a, b)  # row for row, run id included

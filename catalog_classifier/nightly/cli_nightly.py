@@ -1,10 +1,28 @@
-"""``catalog-classifier nightly``: registered on the main typer app by cli.py."""
+"""``catalog-classifier nightly`` (also ``python -m catalog_classifier nightly``): registered on the
+main typer app by cli.py. This is the job's only command line."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def summary_line(res) -> str:
+    """The one JSON line a finished (or skipped) night prints on stdout."""
+    return json.dumps({"out": str(res.out_dir), "run_id": res.run_id, "skipped": res.skipped,
+                       **res.counts, "parts_reused": res.parts_reused, "parts_computed": res.parts_computed,
+                       "parts_recomputed": res.parts_recomputed, "mlflow_run_id": res.manifest.get("mlflow_run_id")})
+
+
+def limit_threads() -> None:
+    n = os.environ.get("CATALOG_CLASSIFIER_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +36,7 @@ def register(app: typer.Typer) -> None:
         previous: Optional[Path] = typer.Option(None, help="night folder to compare drift against "
                                                 "(default: the latest finished sibling of --out)"),
         image_root: Optional[str] = typer.Option(None, help="folder relative image paths resolve under"),
-        chunk_size: Optional[int] = typer.Option(None, help="rows per committed part"),
+        chunk_size: Optional[int] = typer.Option(None, help="rows per committed part (at least 1)"),
         progress: bool = typer.Option(True, help="show a progress bar"),
         engine: Optional[str] = typer.Option(None, help="local (this process) or ray (Ray Data actor pools; "
                                              "pip install 'catalog-classifier[ray]'); default: nightly.engine"),
@@ -26,15 +44,11 @@ def register(app: typer.Typer) -> None:
                                               "or ray://head:10001; default: start a local Ray instance"),
     ):
         """Categorize tonight's catalog: resumable, every row exactly once, review queue, drift report."""
-        from ..catalog import CatalogError
-        from .manifest import NightlyError
-        from .runner import _limit_threads, nightly_command, summary_line
+        from ..preflight import operator_errors
+        from .runner import nightly_command
 
-        _limit_threads()
-        try:
+        with operator_errors():
+            limit_threads()
             res = nightly_command(catalog, out, model, force, config, previous, image_root, chunk_size, progress,
                                   engine, address)
-        except (CatalogError, NightlyError, FileNotFoundError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(2)
         typer.echo(summary_line(res))

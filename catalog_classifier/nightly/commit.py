@@ -3,6 +3,11 @@
 A part either exists whole under its final name or not at all, so after a kill the
 committed parts are exactly the finished chunks; the merge checks that the parts
 cover rows 0..n-1 once each before ``predictions.parquet`` is renamed into place.
+
+Each part's sha256 is committed in a sidecar (``part-NNNNN.parquet.sha256``) *before* the
+part itself is renamed into place, so a kill at any point never leaves a committed part
+without its checksum; a part damaged later (truncated, edited, a bad disk) fails
+``verify_part`` and the resumed night recomputes it.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .manifest import file_sha256
 
 PARTS = "parts"
 PREDICTIONS = "predictions.parquet"
@@ -95,9 +102,49 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
 
 
+def checksum_path(part: Path) -> Path:
+    return part.with_name(part.name + ".sha256")
+
+
 def write_part(out_dir: Path, index: int, frame: pd.DataFrame) -> Path:
     table = to_table(frame.sort_values("row", kind="stable"))
-    return atomic_write(part_path(out_dir, index), lambda tmp: pq.write_table(table, tmp))
+    path = part_path(out_dir, index)
+
+    def write(tmp: str) -> None:
+        pq.write_table(table, tmp)
+        digest = file_sha256(Path(tmp))  # committed before the part: the rename below comes after
+        atomic_write(checksum_path(path), lambda t: Path(t).write_text(digest + "\n", encoding="ascii"))
+
+    return atomic_write(path, write)
+
+
+def recorded_checksum(part: Path) -> str | None:
+    try:
+        return checksum_path(part).read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def verify_part(part: Path) -> str | None:
+    """None when the committed part is the file that was written, else why it is not."""
+    recorded = recorded_checksum(part)
+    if recorded is None:
+        return "no checksum recorded"
+    actual = file_sha256(part)
+    if actual != recorded:
+        return f"checksum mismatch (sha256 {actual[:12]}, committed {recorded[:12]}, {part.stat().st_size} bytes)"
+    return None
+
+
+def part_checksums(out_dir: Path) -> dict[str, str | None]:
+    """Part file name -> its committed sha256 (kept in the finished night's manifest)."""
+    return {p.name: recorded_checksum(p) for p in committed_parts(out_dir).values()}
+
+
+def drop_part(part: Path) -> None:
+    """Remove a part that failed verification, and its checksum (only under the dir lock)."""
+    part.unlink(missing_ok=True)
+    checksum_path(part).unlink(missing_ok=True)
 
 
 def read_part_ids(path: Path) -> pd.DataFrame:

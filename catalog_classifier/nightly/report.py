@@ -162,13 +162,34 @@ def mlflow_metrics(r: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in m.items()}
 
 
-def log_to_mlflow(report: dict[str, Any], files: dict[str, Path], cfg) -> str:
-    """One MLflow run per night in the nightly experiment: params, metrics, report files."""
+def open_mlflow_run(night_run_id: str, date: str, started_at: str, cfg) -> str:
+    """The night's MLflow run id, before anything is logged to it.
+
+    An earlier attempt of this night (same night id and start stamp) that crashed may have
+    created the run already: it is found by its tags and reused. A new run is created with
+    those tags in one call, so no crash can leave an untagged run to be duplicated later.
+    """
+    from ..tracking import setup
+
+    mlflow = setup(cfg.tracking, experiment=cfg.nightly.mlflow_experiment)
+    client = mlflow.MlflowClient()
+    exp = mlflow.get_experiment_by_name(cfg.nightly.mlflow_experiment)
+    tags = {"night_run_id": night_run_id, "night_started_at": started_at}
+    found = client.search_runs([exp.experiment_id], max_results=1, filter_string=" and ".join(
+        f"tags.{k} = '{v}'" for k, v in tags.items()))
+    if found:
+        return found[0].info.run_id
+    return client.create_run(exp.experiment_id, run_name=f"nightly-{date}", tags=tags).info.run_id
+
+
+def log_to_mlflow(run_id: str, report: dict[str, Any], files: dict[str, Path], cfg) -> str:
+    """Log params, metrics and report files into the night's run (resumed: logging twice is harmless)
+    and end it FINISHED."""
     from ..tracking import setup
 
     mlflow = setup(cfg.tracking, experiment=cfg.nightly.mlflow_experiment)
     model = report["model"]
-    with mlflow.start_run(run_name=f"nightly-{report['date']}") as run:
+    with mlflow.start_run(run_id=run_id) as run:
         mlflow.set_tags({"night_run_id": report["run_id"], "model_name": str(model["name"]),
                          "model_version": str(model["version"]), "date": report["date"]})
         mlflow.log_params({"catalog": report["catalog"][:500], "model_source": str(model["source"])[:500],

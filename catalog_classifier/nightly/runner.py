@@ -11,17 +11,13 @@ committed parts and resumes at the first missing chunk; chunking, prediction and
 merge are deterministic, so the result equals an uninterrupted run. A finished night is
 left alone unless ``force``; a night dir holding another input/model/config refuses.
 
-    python -m catalog_classifier.nightly.runner --catalog FILE --out DIR --model DIR_OR_URI
+    python -m catalog_classifier nightly --catalog FILE --out DIR --model DIR_OR_URI
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import logging
-import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +26,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import events
-from ..catalog import CatalogError
 from ..config import Config, load_config
 from .chunks import SeenIds, chunk_rows, open_catalog
-from .commit import PARTS, PREDICTIONS, committed_parts, merge_parts, read_part_ids, remove_stale_temps, write_part
+from .commit import (PARTS, PREDICTIONS, committed_parts, drop_part, merge_parts, part_checksums, read_part_ids,
+                     remove_stale_temps, verify_part, write_part)
 from .manifest import (MANIFEST, DirLock, Identity, NightlyError, config_identity, input_fingerprint,
                        model_identity, new_manifest, read_manifest, write_manifest)
+from ..preflight import OperatorError, at_least_one, existing_dir, existing_file, usable_dir
 from .outputs import REVIEW_DIR, build_queue
-from .report import drift_report, find_previous, log_to_mlflow, summarize, write_report
+from .report import drift_report, find_previous, log_to_mlflow, open_mlflow_run, summarize, write_report
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "models:/catalog-classifier@champion"
@@ -55,7 +52,8 @@ class NightResult:
     report: Path
     manifest: dict[str, Any]
     parts_reused: int = 0  # committed parts found from an earlier, interrupted run
-    parts_computed: int = 0
+    parts_computed: int = 0  # recomputed parts included
+    parts_recomputed: list[dict[str, Any]] = field(default_factory=list)  # damaged parts redone: part, reason
     review_files: dict[str, str] = field(default_factory=dict)
 
 
@@ -110,25 +108,34 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
     ``model`` is a tracking.LoadedModel or a CatalogClassifier loaded from a directory.
     ``previous``: night folder to compare drift against (default: the latest finished
     sibling of ``out_dir`` whose name sorts before it, e.g. yesterday's OUT/DATE).
-    Raises CatalogError (bad file type, missing file or column) before anything is
-    written, NightlyError when ``out_dir`` holds another night or is in use.
+    Raises OperatorError (unusable ``out_dir``, chunk size < 1, missing image folder) or
+    CatalogError (bad file type, missing file or column) before anything is written,
+    NightlyError when ``out_dir`` holds another night or is in use.
     """
     cfg = config or Config()
-    out_dir = Path(out_dir)
+    out_dir = usable_dir(out_dir, "--out")
+    at_least_one(cfg.nightly.chunk_size, "nightly.chunk_size")
+    if cfg.catalog.image_root is not None:
+        existing_dir(cfg.catalog.image_root, "image root (--image-root / catalog.image_root)")
     stream = open_catalog(catalog_path, cfg.catalog, cfg.nightly.chunk_size)
     clf = getattr(model, "clf", model)
     _serve_with(clf, cfg)
     ident = Identity(input_fingerprint(catalog_path), model_identity(model), config_identity(cfg))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OperatorError(f"--out {str(out_dir)!r} cannot be created: {e.strerror or e}") from None
     with DirLock(out_dir):
         manifest = _prepare(out_dir, ident, force, str(catalog_path), date or dt.date.today().isoformat())
         if manifest.get("status") == "complete" and (out_dir / PREDICTIONS).is_file():
             return _result(out_dir, manifest, skipped=True)
+        recomputed = _drop_damaged_parts(out_dir, manifest)
         reused, computed, n_chunks, n_rows = _run_chunks(stream, out_dir, clf, ident, cfg, progress)
         _check_unchanged(Path(catalog_path), ident.input)
         with events.stage("nightly.merge"):
             merge_parts(out_dir, n_chunks, n_rows)
-        manifest.update(n_chunks=n_chunks, n_rows=n_rows)
+        manifest.update(n_chunks=n_chunks, n_rows=n_rows, parts_sha256=part_checksums(out_dir))
+        mlflow_id = _open_mlflow_run(out_dir, manifest, cfg)
         pred = pd.read_parquet(out_dir / PREDICTIONS)
         summary = summarize(pred, stream.stats)  # stats of the scoring pass, before the queue's re-read
         prev = Path(previous) if previous else find_previous(out_dir)
@@ -143,16 +150,14 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
             "summary": summary,
             "drift": drift,
             "review_queue": queue,
-            "mlflow_run_id": manifest.get("mlflow_run_id"),
+            "parts_recomputed": recomputed,
+            "mlflow_run_id": mlflow_id,
         }
         del pred
         with events.stage("nightly.report"):
             files = write_report(out_dir, report)
-        if cfg.tracking.enabled and not manifest.get("mlflow_run_id"):
-            manifest["mlflow_run_id"] = report["mlflow_run_id"] = _log_mlflow(report, files, cfg)
-            write_manifest(out_dir, manifest)  # a crash before "complete" must not log twice
-            with events.stage("nightly.report"):
-                files = write_report(out_dir, report)
+        if mlflow_id and not manifest.get("mlflow_logged"):
+            manifest["mlflow_logged"] = _tracking(log_to_mlflow, cfg, mlflow_id, report, files, cfg) is not None
         manifest.update(status="complete", finished_at=_now(), counts=report["summary"]["counts"],
                         review_rate=report["summary"]["review_rate"],
                         outputs={"predictions": PREDICTIONS, **{k: p.name for k, p in files.items()},
@@ -234,12 +239,41 @@ def _check_unchanged(path: Path, fp: dict[str, Any]) -> None:
                            f"re-run once it is complete (committed parts will be redone with --force)")
 
 
-def _log_mlflow(report: dict[str, Any], files: dict[str, Path], cfg: Config) -> str | None:
+def _drop_damaged_parts(out_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Remove committed parts that fail their checksum, so the engine recomputes them.
+
+    The manifest names them before they are removed: a crash after that still reports them.
+    Returns every part recomputed in this night, with its reason.
+    """
+    damaged = [{"part": p.name, "chunk": i, "reason": why}
+               for i, p in committed_parts(out_dir).items() if (why := verify_part(p))]
+    if damaged:
+        manifest["parts_recomputed"] = list(manifest.get("parts_recomputed") or []) + damaged
+        write_manifest(out_dir, manifest)
+        for d in damaged:
+            log.warning("recomputing %s: %s", d["part"], d["reason"])
+            drop_part(out_dir / PARTS / d["part"])
+    return list(manifest.get("parts_recomputed") or [])
+
+
+def _open_mlflow_run(out_dir: Path, manifest: dict[str, Any], cfg: Config) -> str | None:
+    """The night's MLflow run id, recorded in the manifest before anything is logged to it, so a
+    re-run after a crash while logging resumes that run instead of starting a second one."""
+    if not cfg.tracking.enabled or manifest.get("mlflow_run_id"):
+        return manifest.get("mlflow_run_id")
+    run_id = _tracking(open_mlflow_run, cfg, manifest["run_id"], manifest["date"], manifest["started_at"], cfg)
+    if run_id:
+        manifest["mlflow_run_id"] = run_id
+        write_manifest(out_dir, manifest)
+    return run_id
+
+
+def _tracking(fn, cfg: Config, *args):
     """MLflow is a side channel: a tracking failure is logged, the night's output stands."""
     try:
-        return log_to_mlflow(report, files, cfg)
+        return fn(*args)
     except Exception as e:  # noqa: BLE001 - any tracking-store problem
-        log.warning("nightly metrics not logged to MLflow (%s): %s", cfg.tracking.tracking_uri, e)
+        log.warning("nightly MLflow logging failed (%s): %s", cfg.tracking.tracking_uri, e)
         return None
 
 
@@ -248,7 +282,8 @@ def _result(out_dir: Path, manifest: dict[str, Any], skipped: bool, reused: int 
     return NightResult(out_dir=out_dir, run_id=manifest["run_id"], skipped=skipped,
                        counts=dict(manifest.get("counts") or {}), predictions=out_dir / PREDICTIONS,
                        report=out_dir / "report.json", manifest=manifest, parts_reused=reused,
-                       parts_computed=computed, review_files=dict((manifest.get("outputs") or {}).get("review", {})))
+                       parts_computed=computed, parts_recomputed=list(manifest.get("parts_recomputed") or []),
+                       review_files=dict((manifest.get("outputs") or {}).get("review", {})))
 
 
 # ------------------------------------------------------------------- command line
@@ -266,59 +301,20 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
     from ..tracking import load_model
 
     base = load_config(config_path)
-    loaded = load_model(str(model), base.tracking)
+    existing_file(catalog, "--catalog")
+    if chunk_size is not None:
+        at_least_one(chunk_size, "--chunk-size")
+    if image_root is not None:
+        existing_dir(image_root, "--image-root")
+    date = dt.date.today().isoformat()
+    out = usable_dir(Path(out) if out else Path(base.nightly.out_dir) / date, "--out")
+    loaded = load_model(str(model), base.tracking)  # the slow part, after the cheap checks
     if config_path is None:
         d = loaded.clf.config.to_dict()
         d.update({k: base.to_dict()[k] for k in ("tracking", "nightly", "ray")})
         base = Config.from_dict(d)
-    overrides = {"catalog": {"image_root": image_root} if image_root else {},
-                 "nightly": {k: v for k, v in (("chunk_size", chunk_size), ("engine", engine)) if v},
+    overrides = {"catalog": {"image_root": image_root} if image_root is not None else {},
+                 "nightly": {k: v for k, v in (("chunk_size", chunk_size), ("engine", engine)) if v is not None},
                  "ray": {"address": address} if address else {}}
     cfg = base.with_overrides(**overrides)
-    date = dt.date.today().isoformat()
-    out = Path(out) if out else Path(cfg.nightly.out_dir) / date
     return run_nightly(catalog, out, loaded, cfg, force=force, progress=progress, date=date, previous=previous)
-
-
-def summary_line(res: NightResult) -> str:
-    return json.dumps({"out": str(res.out_dir), "run_id": res.run_id, "skipped": res.skipped,
-                       **res.counts, "parts_reused": res.parts_reused, "parts_computed": res.parts_computed})
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m catalog_classifier.nightly.runner", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--catalog", required=True)
-    ap.add_argument("--out")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--config")
-    ap.add_argument("--previous")
-    ap.add_argument("--image-root")
-    ap.add_argument("--chunk-size", type=int)
-    ap.add_argument("--engine", choices=["local", "ray"])
-    ap.add_argument("--address", help="Ray cluster to join (--engine ray); default: a local instance")
-    ap.add_argument("--force", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("CATALOG_CLASSIFIER_LOG", "WARNING"))
-    _limit_threads()
-    try:
-        res = nightly_command(a.catalog, a.out, a.model, a.force, a.config, a.previous, a.image_root,
-                              a.chunk_size, progress=not a.no_progress, engine=a.engine, address=a.address)
-    except (CatalogError, NightlyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary_line(res))
-    return 0
-
-
-def _limit_threads() -> None:
-    n = os.environ.get("CATALOG_CLASSIFIER_THREADS")
-    if n:
-        import torch
-
-        torch.set_num_threads(int(n))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
