@@ -77,7 +77,9 @@ def atomic_write_table(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix == ".csv":
         safe = escape_frame(df)
-        return _atomic(path, lambda t: safe.to_csv(t, index=False))
+        # \r\n records: the csv writer then quotes a field holding a bare CR (with "\n" it does not,
+        # and the CR ends the record for every reader)
+        return _atomic(path, lambda t: safe.to_csv(t, index=False, lineterminator="\r\n"))
     return _atomic(path, lambda t: df.to_parquet(t, index=False))
 
 
