@@ -98,3 +98,26 @@ def test_local_image_references_are_warned_about(queue_and_clf, tmp_path, caplog
     assert any(w in r.getMessage() for r in caplog.records)
     for raw in Path(res.paths["groundtruth_image"]).read_text().splitlines():
         assert not json.loads(raw)["source-ref"].startswith("s3://")
+
+
+def test_the_nights_report_carries_the_warning(trained_model_dir, heldout_items, tmp_path):
+    from catalog_classifier.classifier import CatalogClassifier
+    from catalog_classifier.nightly.runner import run_nightly
+
+    from nightly_helpers import night_config, raw_rows, write_csv
+
+    rows = raw_rows(heldout_items["item_id"].head(30))
+    refused = {rows.loc[3, "uniq_id"]: "/etc/passwd", rows.loc[4, "uniq_id"]: "../../etc/passwd"}
+    rows.loc[3, "image"], rows.loc[4, "image"] = "/etc/passwd", "../../etc/passwd"
+    catalog = write_csv(rows, tmp_path / "night.csv")
+    out = tmp_path / "night"
+    cfg = night_config(64).with_overrides(nightly={"audit_rate": 1.0})  # every row in the queue
+    run_nightly(catalog, out, CatalogClassifier.load(trained_model_dir), cfg, progress=False)
+    report = json.loads((out / "report.json").read_text())
+    q = report["review_queue"]
+    assert any("Ground Truth" in w and "s3_prefix" in w for w in q["warnings"])
+    assert "warning: Ground Truth" in (out / "report.md").read_text()
+    manifests = "".join((out / q["files"][k]).read_text() for k in ("groundtruth_image", "groundtruth_text"))
+    assert "passwd" not in manifests and "passwd" not in (out / q["files"]["labelstudio"]).read_text()
+    text_ids = {json.loads(x)["item_id"] for x in (out / q["files"]["groundtruth_text"]).read_text().splitlines()}
+    assert set(refused) <= text_ids and q["items"] == len(rows)

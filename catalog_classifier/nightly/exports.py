@@ -145,7 +145,7 @@ def safe_image(image, image_issue, image_root: str | None) -> str | None:
     if not isinstance(image, str) or not image.strip():
         return None
     try:
-        path, reason = resolve_image_path(image.strip(), image_root)
+        path, _ = resolve_image_path(image.strip(), image_root)
         if path is None or not os.path.isfile(path):
             return None
         base = os.path.realpath(image_root or ".")
@@ -185,7 +185,7 @@ def _gt_line(r: dict, rel: str | None, root: str, cats: list[str], s3_prefix: st
     if rel is not None:  # without an S3 prefix: the local file (export warns)
         line: dict = {"source-ref": s3_prefix.rstrip("/") + "/" + rel if s3_prefix else os.path.join(root, rel)}
     else:
-        line = {"source": item_text(r)[:GT_MAX_ATTRIBUTE_CHARS]}
+        line = {"source": (item_text(r) or str(r.get("item_id")))[:GT_MAX_ATTRIBUTE_CHARS]}
     line.update({k: _short(r.get(k)) for k in META_KEYS if r.get(k) is not None})
     label = r.get("category")
     line[PREDICTION_ATTRIBUTE] = cats.index(label) if label in cats else None
