@@ -151,6 +151,22 @@ class LabelsConfig:
 
 
 @dataclass
+class ReviewExportConfig:
+    """How the review exports reference images (catalog_classifier/nightly/exports.py)."""
+
+    # Label Studio task images: "local-files" (/data/local-files/?d=<path relative to document_root>,
+    # served by Label Studio itself), "url" (url_prefix + path relative to the image root) or
+    # "s3" (s3_prefix + path relative to the image root, through an S3 storage)
+    labelstudio_images: str = "local-files"
+    # Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; None = the image root's parent
+    document_root: str | None = None
+    url_prefix: str | None = None
+    # where the image root is mirrored on S3 (s3://bucket/images/): Ground Truth's source-ref
+    # is this + the image's path relative to the image root; None = local paths (with a warning)
+    s3_prefix: str | None = None
+
+
+@dataclass
 class LifecycleConfig:
     """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle.py, retrain.py)."""
 
@@ -186,6 +202,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    review_export: ReviewExportConfig = field(default_factory=ReviewExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,9 @@
-"""Atomic writes: a reader never sees a half-written file."""
+"""Atomic writes (a reader never sees a half-written file) and spreadsheet-safe CSV cells."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,10 +32,54 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+# OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def escape_cell(value):
+    """Prefix ``'`` to a text cell a spreadsheet would run as a formula (OWASP's rule).
+
+    A cell that already starts with ``'`` before a trigger gets one more, so ``unescape_cell``
+    gives back exactly what was written. A plain number (``-5``, ``+3.2``) is a number, not a
+    formula, and stays as it is; non-text values are never touched.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    body = value.lstrip("'")
+    if not body or body[0] not in FORMULA_TRIGGERS:
+        return value
+    if not value.startswith("'") and _PLAIN_NUMBER.fullmatch(value):
+        return value
+    return "'" + value
+
+
+def unescape_cell(value):
+    """The inverse of ``escape_cell``."""
+    if isinstance(value, str) and value.startswith("'"):
+        body = value.lstrip("'")
+        if body and body[0] in FORMULA_TRIGGERS:
+            return value[1:]
+    return value
+
+
+def escape_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every text cell escaped; numeric columns are left as they are."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
+            out[c] = out[c].map(escape_cell, na_action="ignore")
+    return out
+
+
 def atomic_write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Parquet, or CSV (for people: every text cell goes through ``escape_cell``)."""
     path = Path(path)
     if path.suffix == ".csv":
-        return _atomic(path, lambda t: df.to_csv(t, index=False))
+        safe = escape_frame(df)
+        # \r\n records: the csv writer then quotes a field holding a bare CR (with "\n" it does not,
+        # and the CR ends the record for every reader)
+        return _atomic(path, lambda t: safe.to_csv(t, index=False, lineterminator="\r\n"))
     return _atomic(path, lambda t: df.to_parquet(t, index=False))
 
 

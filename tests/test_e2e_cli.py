@@ -54,7 +54,7 @@ def test_train_nightly_review_labels_retrain_promote(demo_catalog, tmp_path, mon
     night = tmp_path / "night" / "2026-11-24"
     pred = pd.read_parquet(night / "predictions.parquet")
     assert len(pred) == len(night_items) and set(pred["model_version"].astype(str)) == {"1"}
-    manifest = night / "review" / "review_queue.manifest.jsonl"
+    manifest = night / "review" / "review_queue.image.manifest.jsonl"
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
     assert len(lines) >= 10 and {"source-ref", "predicted-category-metadata"} <= set(lines[0])
     assert (night / "review" / "review_queue.labelstudio.json").exists()

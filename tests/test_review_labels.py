@@ -109,7 +109,7 @@ def test_exports_follow_the_documented_formats(predictions, demo_catalog, clf, t
     q.loc[1, "image"] = None  # an item without an image goes to Ground Truth as text ("source")
     stamp = datetime(2026, 11, 24, 2, 30)
     paths = export_review_queue(q, tmp_path, str(DEMO_IMAGES), categories=clf.labels_, model_version="v7",
-                                job_name="night-2026-11-24", created_at=stamp)
+                                job_name="night-2026-11-24", created_at=stamp).paths
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     assert (q["description"].dropna().str.len() <= 120).all()
 
@@ -119,13 +119,18 @@ def test_exports_follow_the_documented_formats(predictions, demo_catalog, clf, t
     assert {"item_id", "title", "description", "brand", "image", "category", "confidence", "top1", "top2",
             "top3", "queue_reason", "priority"} <= set(rows[0])
 
-    # Ground Truth augmented manifest: one JSON object a line, source-ref or source, label + -metadata
-    lines = [json.loads(ln) for ln in Path(paths["groundtruth"]).read_text().splitlines()]
-    assert len(lines) == len(q)
-    for line, (_, r) in zip(lines, q.iterrows()):
+    # Ground Truth manifests, one per task type: source-ref (image) or source (text), label + -metadata
+    image_lines = [json.loads(ln) for ln in Path(paths["groundtruth_image"]).read_text().splitlines()]
+    text_lines = [json.loads(ln) for ln in Path(paths["groundtruth_text"]).read_text().splitlines()]
+    assert len(image_lines) + len(text_lines) == len(q)
+    assert all("source-ref" in ln for ln in image_lines) and all("source" in ln for ln in text_lines)
+    by_id = {ln["item_id"]: ln for ln in image_lines + text_lines}
+    assert "source" in by_id[q.loc[1, "item_id"]]
+    for (_, r) in q.iterrows():
+        line = by_id[r["item_id"]]
         assert ("source-ref" in line) != ("source" in line)
         if "source-ref" in line:
-            assert line["source-ref"] == str(DEMO_IMAGES / r["image"])
+            assert line["source-ref"] == str((DEMO_IMAGES / r["image"]).resolve())
         else:
             assert line["source"].startswith(r["title"])
         labels = [k for k in line if f"{k}-metadata" in line]
@@ -167,10 +172,11 @@ def test_exports_follow_the_documented_formats(predictions, demo_catalog, clf, t
 
 def test_groundtruth_output_manifest_loads_into_the_store(predictions, demo_catalog, clf, tmp_path):
     q = build_review_queue(predictions, demo_catalog.items, 0.02, 0)
-    paths = export_review_queue(q, tmp_path / "night", str(DEMO_IMAGES), categories=clf.labels_)
+    paths = export_review_queue(q, tmp_path / "night", str(DEMO_IMAGES), categories=clf.labels_).paths
     true = truth(demo_catalog.items)
     out_lines, expected = [], {}
-    for i, raw in enumerate(Path(paths["groundtruth"]).read_text().splitlines()):
+    manifests = [paths["groundtruth_image"], paths["groundtruth_text"]]
+    for i, raw in enumerate(ln for m in manifests for ln in Path(m).read_text().splitlines()):
         line = json.loads(raw)  # Ground Truth keeps every input key and adds the job's label attribute
         label = true[line["item_id"]]
         meta = {"class-name": label, "confidence": 0.91, "type": "groundtruth/image-classification",
@@ -205,7 +211,7 @@ def test_groundtruth_output_manifest_loads_into_the_store(predictions, demo_cata
 
 def test_labelstudio_export_loads_latest_non_cancelled_annotation(predictions, demo_catalog, clf, tmp_path):
     q = build_review_queue(predictions, demo_catalog.items, 0.0, 0).head(12)
-    paths = export_review_queue(q, tmp_path / "night", str(DEMO_IMAGES), categories=clf.labels_)
+    paths = export_review_queue(q, tmp_path / "night", str(DEMO_IMAGES), categories=clf.labels_).paths
     true = truth(demo_catalog.items)
     wrong = {c: next(x for x in clf.labels_ if x != c) for c in clf.labels_}
 

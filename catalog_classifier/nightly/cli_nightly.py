@@ -42,6 +42,15 @@ def register(app: typer.Typer) -> None:
                                              "pip install 'catalog-classifier[ray]'); default: nightly.engine"),
         address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray, e.g. auto "
                                               "or ray://head:10001; default: start a local Ray instance"),
+        labelstudio_images: Optional[str] = typer.Option(
+            None, help="how Label Studio tasks reference images: local-files (/data/local-files/?d=..., "
+            "relative to --document-root), url (--image-url-prefix) or s3 (--s3-prefix); "
+            "default: review_export.labelstudio_images"),
+        document_root: Optional[str] = typer.Option(
+            None, help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the image root's parent)"),
+        image_url_prefix: Optional[str] = typer.Option(None, help="URL the image root is served under"),
+        s3_prefix: Optional[str] = typer.Option(
+            None, help="s3:// prefix the image root is mirrored under (Ground Truth source-ref)"),
     ):
         """Categorize tonight's catalog: resumable, every row exactly once, review queue, drift report."""
         from ..preflight import operator_errors
@@ -50,5 +59,7 @@ def register(app: typer.Typer) -> None:
         with operator_errors():
             limit_threads()
             res = nightly_command(catalog, out, model, force, config, previous, image_root, chunk_size, progress,
-                                  engine, address)
+                                  engine, address, review_export={
+                                      "labelstudio_images": labelstudio_images, "document_root": document_root,
+                                      "url_prefix": image_url_prefix, "s3_prefix": s3_prefix})
         typer.echo(summary_line(res))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io_utils import unescape_cell
 from .exports import CONTROL_NAME
 
 COLUMNS = ["item_id", "label", "time", "annotator", "origin"]
@@ -134,16 +135,19 @@ def read_labelstudio(path: Path) -> ParsedLabels:
 
 
 def read_csv(path: Path) -> ParsedLabels:
-    """Columns item_id and category (or label); optional time and annotator."""
+    """Columns item_id and category (or label); optional time and annotator.
+
+    Cells the product escaped against formula injection (``'=...``) are read back as written."""
     df = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if path.suffix == ".tsv" else ",")
+    df = df.apply(lambda col: col.map(unescape_cell))
     cols = {c.strip().lower(): c for c in df.columns}
     label_col = cols.get("category", cols.get("label"))
     if "item_id" not in cols or label_col is None:
         raise LabelImportError(f"{path}: a label CSV needs columns item_id and category (or label); "
                                f"it has {list(df.columns)}")
-    ids = df[cols["item_id"]].str.strip()
+    ids = df[cols["item_id"]]  # exactly as written: the id is the join key
     labels = df[label_col].str.strip()
-    ok = (ids != "") & (labels != "")
+    ok = (ids.str.strip() != "") & (labels != "")
     rows = pd.DataFrame({
         "item_id": ids[ok], "label": labels[ok],
         "time": df[cols["time"]][ok] if "time" in cols else None,

@@ -41,13 +41,14 @@ def build_queue(pred: pd.DataFrame, stream, out_dir: Path, cfg: Config, clf=None
     items = _queue_items(stream, live["row"].to_numpy(), live.loc[wanted, "row"].to_numpy(), list(ITEM_COLUMNS))
     queue = build_review_queue(live, items, n.audit_rate, n.audit_seed)
     stamp = dt.datetime.fromisoformat(created_at) if created_at else None
-    files = export_review_queue(queue, out_dir / REVIEW_DIR, cfg.catalog.image_root,
-                                categories=list(clf.labels_) if clf is not None else None,
-                                created_at=stamp)
+    res = export_review_queue(queue, out_dir / REVIEW_DIR, cfg.catalog.image_root,
+                              categories=list(clf.labels_) if clf is not None else None,
+                              created_at=stamp, settings=cfg.review_export)
     reasons = queue["queue_reason"].astype(object)
     return {"items": int(len(queue)), "review": int((reasons != "audit").sum()),
             "audit": int((reasons == "audit").sum()), "audit_rate": n.audit_rate,
-            "files": {k: str(Path(p).relative_to(out_dir)) for k, p in files.items()}}
+            "image_tasks": res.image_tasks, "text_tasks": res.text_tasks, "warnings": res.warnings,
+            "files": {k: str(Path(p).relative_to(out_dir)) for k, p in res.paths.items()}}
 
 
 def _queue_items(stream, live_rows, full_rows, columns: list[str]) -> pd.DataFrame:

@@ -143,6 +143,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     if q:
         lines += ["", "## Review queue", q.get("error") or f"{q.get('items')} items: " + ", ".join(
             f"`{Path(p).name}`" for p in (q.get("files") or {}).values())]
+        lines += [f"- warning: {w}" for w in q.get("warnings") or []]
     return "\n".join(lines) + "\n"
 
 

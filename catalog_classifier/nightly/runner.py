@@ -33,6 +33,7 @@ from .commit import (PARTS, PREDICTIONS, committed_parts, drop_part, merge_parts
 from .manifest import (MANIFEST, DirLock, Identity, NightlyError, config_identity, input_fingerprint,
                        model_identity, new_manifest, read_manifest, write_manifest)
 from ..preflight import OperatorError, at_least_one, existing_dir, existing_file, usable_dir
+from .exports import check_settings
 from .outputs import REVIEW_DIR, build_queue
 from .report import drift_report, find_previous, log_to_mlflow, open_mlflow_run, summarize, write_report
 
@@ -291,7 +292,7 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
                     force: bool = False, config_path: str | Path | None = None,
                     previous: str | Path | None = None, image_root: str | None = None,
                     chunk_size: int | None = None, progress: bool = True, engine: str | None = None,
-                    address: str | None = None) -> NightResult:
+                    address: str | None = None, review_export: dict[str, Any] | None = None) -> NightResult:
     """What ``catalog-classifier nightly`` runs.
 
     With ``--config`` that file is the whole run config (catalog reading, nightly,
@@ -311,10 +312,12 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
     loaded = load_model(str(model), base.tracking)  # the slow part, after the cheap checks
     if config_path is None:
         d = loaded.clf.config.to_dict()
-        d.update({k: base.to_dict()[k] for k in ("tracking", "nightly", "ray")})
+        d.update({k: base.to_dict()[k] for k in ("tracking", "nightly", "ray", "review_export")})
         base = Config.from_dict(d)
     overrides = {"catalog": {"image_root": image_root} if image_root is not None else {},
                  "nightly": {k: v for k, v in (("chunk_size", chunk_size), ("engine", engine)) if v is not None},
-                 "ray": {"address": address} if address else {}}
+                 "ray": {"address": address} if address else {},
+                 "review_export": {k: v for k, v in (review_export or {}).items() if v is not None}}
     cfg = base.with_overrides(**overrides)
+    check_settings(cfg.review_export)  # before the night, not after it
     return run_nightly(catalog, out, loaded, cfg, force=force, progress=progress, date=date, previous=previous)
