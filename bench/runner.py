@@ -44,6 +44,7 @@ class Settings:
     device: str = "cpu"
     threads: int | None = None
     engine_cold_rows: int = 256  # the local-vs-ray cold comparison runs on this many demo rows
+    torch_rows: int | None = None  # the torch-eager nights' rows (None = the throughput catalog)
 
 
 # BigBasket is 27.5k items and level 2 has 90 classes: on 2 cores one full fit (six char-CNN
@@ -132,14 +133,23 @@ def run_throughput(sp: Spawner, st: Settings, work: Path, model_dir: Path) -> di
 
         catalog = work / "throughput-catalog.csv"
         replicate_catalog(DEMO_CSV, catalog, 1, rows=st.throughput_rows)
+    torch_catalog = catalog
+    if st.torch_rows:
+        from .scaling import replicate_catalog
+
+        torch_catalog = work / "throughput-torch-catalog.csv"
+        replicate_catalog(DEMO_CSV, torch_catalog, 1, rows=st.torch_rows)
     spec = {"model_dir": str(model_dir), "catalog": str(catalog), "config": str(DEMO_CFG),
             "overrides": _common(work, st.device), "work": str(work / "throughput"), "threads": st.threads,
-            "repeats": st.throughput_repeats, "limit_images": st.limit_images}
-    _say(f"throughput on {st.device}: {st.throughput_repeats} x (cold, CNN limit, warm)")
+            "repeats": st.throughput_repeats, "limit_images": st.limit_images, "torch_catalog": str(torch_catalog),
+            "quick": st.quick}
+    _say(f"throughput on {st.device}: {st.throughput_repeats} x (cold, forward limits, warm, torch cold + warm)")
     res = sp.spawn("throughput", spec, work / "logs", f"throughput-{st.device}")
-    _say(f"  cold {res['cold_items_per_s']:.1f} items/s, warm {res['warm_items_per_s']:.1f}, "
-         f"CNN limit {res['cnn_forward_limit_items_per_s']:.1f} (cold/limit {res['cold_to_limit']:.2f}, "
-         f"warm/cold {res['warm_over_cold']:.1f})")
+    _say(f"  {res['runtime']}: cold {res['cold_items_per_s']:.1f} items/s, warm {res['warm_items_per_s']:.1f}, "
+         f"forward limit {res['runtime_forward_items_per_s']:.1f} (cold/limit {res['cold_to_limit']:.2f}, "
+         f"warm/cold {res['warm_over_cold']:.1f}); torch eager: forward {res['torch_forward_items_per_s']:.1f}, "
+         f"cold {res['torch_cold_items_per_s']}, warm {res['torch_warm_items_per_s']}; "
+         f"roofline fraction {res['roofline_fraction']}")
     res["peak_rss_mb"] = res.pop("process_peak_rss_mb")
     return res
 

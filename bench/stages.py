@@ -36,8 +36,9 @@ BASE_FINE = {"char_cnn": "text", "linear_text": "text", "image_head": "image_hea
 ROLLUP = {"decode": "decode", "cnn": "cnn", "text": "text", "features": "features", "image_head": "features",
           "route": "features", "lightgbm": "lightgbm", "write": "write", "queue": "write"}
 STAGES = ("decode", "cnn", "text", "features", "lightgbm", "write", "other")
-# training phases (phases_s of results.json): fit.stack less its nested fit.base stages is the meta
-PHASES = {"fit.inputs": "inputs", "fit.stack": "meta", "fit.rules": "rules"}
+# training phases (phases_s of results.json): fit.stack less its nested fit.base stages is the meta;
+# embed is the image embedding (read, decode, forward pass on the chosen runtime, cache), nested in inputs
+PHASES = {"fit.inputs": "inputs", "fit.stack": "meta", "fit.rules": "rules", "image.embed": "embed"}
 
 
 def _fine(stage: str, info: dict) -> str:
@@ -94,7 +95,8 @@ class StageTimer(ExclusiveTimes):
 
 
 def phase_key(stage: str, info: dict) -> str | None:
-    """Training phases: inputs, one per base model, meta, rules; embedding stages fold into inputs."""
+    """Training phases: inputs, embed, one per base model, meta, rules (the stages inside image.embed
+    fold into embed)."""
     if stage == "fit.base":
         return str(info.get("model"))
     return PHASES.get(stage)

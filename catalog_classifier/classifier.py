@@ -45,7 +45,7 @@ class CatalogClassifier:
         """One embedder per image root, kept: the CNN loads once, not once per chunk."""
         cache = self.__dict__.setdefault("_embedders", {})
         c = self.config.image
-        key = (image_root, c.cache_dir, c.cache_layout, c.device, c.batch_size)
+        key = (image_root, c.cache_dir, c.cache_layout, c.device, c.batch_size, c.runtime, c.precision, c.export_dir)
         if key not in cache:
             cache[key] = self._new_embedder(image_root)
         return cache[key]

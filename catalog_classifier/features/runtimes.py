@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 
 import numpy as np
@@ -129,7 +130,8 @@ class CompiledModule:
     """A small torch module (e.g. the char-CNN) compiled in memory for OpenVINO's CPU plugin.
 
     Same call as the module on one input tensor, float32 output as a torch tensor; at fp32
-    the outputs equal torch's within float rounding (tests/test_runtime.py).
+    the outputs equal torch's within float rounding (tests/test_runtime.py). One infer request,
+    so calls from several threads take turns.
     """
 
     def __init__(self, module: nn.Module, example: torch.Tensor, precision: str = "fp32"):
@@ -142,10 +144,12 @@ class CompiledModule:
         config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": ov_threads()}
         self._request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+        self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+        with self._lock:
+            out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
+            return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
 
 
 def load_runtime(cfg: ImageConfig, module: nn.Module | None = None):

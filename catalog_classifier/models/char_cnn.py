@@ -3,10 +3,17 @@
 Characters, not words: listings are spec lists, brand codes, emoji and mixed scripts that
 word tokenizers break on. Parallel convolutions of several widths, global max pooling,
 dropout, linear softmax layer.
+
+Inference on the CPU runs the fitted net through OpenVINO (``runtime: auto``; about 2.4x torch
+eager on the 2-core machine, probabilities equal to torch's within 1e-5): compiled once per
+fitted model on the first call that scores a full batch, kept in a private attribute that is
+never pickled or saved.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+
 import numpy as np
 import torch
 from torch import nn
@@ -55,8 +62,10 @@ class CharCNNClassifier(BaseModel):
     def __init__(self, max_len: int = 384, max_vocab: int = 300, min_char_count: int = 2,
                  embed_dim: int = 32, filters: int = 64, kernel_sizes: tuple[int, ...] = (3, 5),
                  dropout: float = 0.3, epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, device: str = "auto", seed: int = 0, classes=None):
-        # max_vocab: most frequent characters kept, the rest map to <unk>; device: auto | cpu | cuda
+                 weight_decay: float = 1e-4, device: str = "auto", runtime: str = "auto", seed: int = 0,
+                 classes=None):
+        # max_vocab: most frequent characters kept, the rest map to <unk>; device: auto | cpu | cuda;
+        # runtime (inference only): auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
         self.max_len = max_len
         self.max_vocab = max_vocab
         self.min_char_count = min_char_count
@@ -69,6 +78,7 @@ class CharCNNClassifier(BaseModel):
         self.lr = lr
         self.weight_decay = weight_decay
         self.device = device
+        self.runtime = runtime
         self.seed = seed
         self.classes = classes
 
@@ -106,22 +116,50 @@ class CharCNNClassifier(BaseModel):
                 opt.step()
                 sched.step()
         self.net_.eval().cpu()
+        self.__dict__.pop("_compiled", None)  # compiled for the previous fit's weights
         return self
+
+    def _use_openvino(self, device: torch.device, rows: int, batch_size: int) -> bool:
+        """``auto``: OpenVINO on the CPU once a call scores a full batch (a nightly chunk): compiling
+        takes about a second, more than torch needs for a few hundred rows (e.g. a training fold)."""
+        if self.runtime not in ("auto", "torch", "openvino"):
+            raise ValueError(f"char_cnn runtime must be auto, torch or openvino, got {self.runtime!r}")
+        if self.runtime == "torch" or device.type != "cpu":
+            return False
+        if self.runtime == "openvino" or "_compiled" in self.__dict__:
+            return True
+        return rows >= batch_size and importlib.util.find_spec("openvino") is not None
+
+    def _forward(self, device: torch.device, rows: int, batch_size: int):
+        """The fitted net's logits function: OpenVINO compiled once per fit (lazily), or torch."""
+        if not self._use_openvino(device, rows, batch_size):
+            net = self.net_.to(device)
+            return lambda xb: net(xb.to(device)).float()
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            from ..features.runtimes import CompiledModule
+
+            example = torch.ones((2, self.seq_len_), dtype=torch.int64)
+            compiled = self._compiled = CompiledModule(self.net_.cpu().eval(), example)
+        return compiled
 
     @torch.inference_mode()
     def predict_proba(self, X, batch_size: int = 256) -> np.ndarray:
         texts = [str(t) for t in X.texts]
+        if not texts:
+            return np.zeros((0, len(self.classes_)), np.float32)
         ids = torch.from_numpy(self.vocab_.encode(texts, self.seq_len_))
         device = pick_device(self.device)
-        net = self.net_.to(device)
-        out = []
-        for start in range(0, len(texts), batch_size):
-            xb = ids[start:start + batch_size].to(device)
-            out.append(torch.softmax(net(xb).float(), dim=1).cpu().numpy())
-        net.cpu()
-        if not out:
-            return np.zeros((0, len(self.classes_)), np.float32)
+        forward = self._forward(device, len(texts), batch_size)
+        out = [torch.softmax(forward(ids[s:s + batch_size]), dim=1).cpu().numpy()
+               for s in range(0, len(texts), batch_size)]
+        self.net_.cpu()
         return np.concatenate(out).astype(np.float32)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_compiled", None)  # an OpenVINO handle: recompiled on first use after unpickling
+        return state
 
     def _save_fitted(self, path):
         torch.save(self.net_.state_dict(), path / "weights.pt")
