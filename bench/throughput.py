@@ -57,7 +57,7 @@ def cnn_limit(model, tensors, batch_size: int, repeats: int = 1) -> float:
 
 
 def _night(clf, catalog, cfg, out: Path, timer) -> dict:
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
 
     shutil.rmtree(out.parent, ignore_errors=True)
     timer.reset()

@@ -168,7 +168,7 @@ class ReviewExportConfig:
 
 @dataclass
 class LifecycleConfig:
-    """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle.py, retrain.py)."""
+    """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle/)."""
 
     alias: str = "champion"
     # append-only log of alias moves; None = <tracking.artifact_location>/alias_log.jsonl
@@ -186,6 +186,15 @@ class LifecycleConfig:
     # share of the fresh labels held out from the challenger's training for the comparison
     holdout_fraction: float = 0.5
     seed: int = 7
+
+
+def champion_uri(tracking: TrackingConfig | None = None, lifecycle: LifecycleConfig | None = None) -> str:
+    """The registry URI of the live model: ``models:/<tracking.registered_model>@<lifecycle.alias>``."""
+    tracking, lifecycle = tracking or TrackingConfig(), lifecycle or LifecycleConfig()
+    return f"models:/{tracking.registered_model}@{lifecycle.alias}"
+
+
+DEFAULT_MODEL_URI = champion_uri()  # what `nightly` and `predict` use without --model
 
 
 @dataclass

@@ -73,7 +73,7 @@ def train_and_log(cat, cfg: Config, out: Path, register: bool = True, progress: 
 def _promote_first(cfg: Config, version) -> None:
     """The first registered version becomes champion, so `nightly` has a model to use."""
     try:
-        from .nightly.lifecycle import current_champion, promote
+        from .nightly.lifecycle.aliases import current_champion, promote
     except ImportError:
         return
     if version is not None and current_champion(cfg) is None:

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install '.[ray]')")
 
 from catalog_classifier.classifier import CatalogClassifier  # noqa: E402
-from catalog_classifier.nightly.ray_engine import KILL_ENV  # noqa: E402
-from catalog_classifier.nightly.runner import run_nightly  # noqa: E402
+from catalog_classifier.nightly.batch.engines.ray import KILL_ENV  # noqa: E402
+from catalog_classifier.nightly.batch.job import run_nightly  # noqa: E402
 
 from conftest import DEMO_CSV  # noqa: E402
 from nightly_helpers import night_config, read_predictions, write_csv  # noqa: E402
@@ -71,7 +71,7 @@ def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv,
     monkeypatch.setenv(KILL_ENV, f"score:2:{marker}")  # the scoring actor dies on its third batch
     out = tmp_path / "night"
     # 7 chunks of 64 rows go to Ray in windows of 3: parts commit window by window
-    caplog.set_level(logging.INFO, logger="catalog_classifier.nightly.ray_engine")
+    caplog.set_level(logging.INFO, logger="catalog_classifier.nightly.batch.engines.ray")
     cfg = ray_config(chunk_size=64).with_overrides(ray={"window_chunks": 3})
     res = run_nightly(night_csv, out, model, cfg, progress=False)
     assert marker.exists()  # the worker really died during the run
