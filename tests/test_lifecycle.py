@@ -118,7 +118,7 @@ def test_split_holdout_keeps_near_duplicates_together(demo_catalog):
     items = demo_catalog.items
     hold = split_holdout(items, 0.3, seed=1)
     assert 0.3 <= hold.mean() < 0.35
-    from catalog_classifier.nightly.review.queue import title_key
+    from catalog_classifier.catalog.cleaning import title_key
 
     keys = items["title"].map(title_key)
     assert not (set(keys[hold]) & set(keys[~hold]))

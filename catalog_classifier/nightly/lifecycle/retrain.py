@@ -23,7 +23,7 @@ import pandas as pd
 from ...config import Config
 from . import aliases
 from ..review.labels import current_labels, labeled_items, read_store, to_utc
-from ..review.queue import title_key
+from ...catalog.cleaning import title_key
 
 
 @dataclass
