@@ -116,7 +116,7 @@ class NightlyConfig:
 
 @dataclass
 class RayConfig:
-    """The nightly job's Ray engine (catalog_classifier/nightly/ray_engine.py); operational only:
+    """The nightly job's Ray engine (catalog_classifier/nightly/batch/engines/ray.py); operational only:
     none of these change an output row, so a night may be resumed on the other engine."""
 
     # None: start a local Ray instance; "auto" or "ray://HEAD:10001": join a running cluster
@@ -140,7 +140,7 @@ class RayConfig:
 
 @dataclass
 class LabelsConfig:
-    """Reviewer labels coming back in (catalog_classifier/nightly/labels.py)."""
+    """Reviewer labels coming back in (catalog_classifier/nightly/review/labels.py)."""
 
     # Parquet labeled store: one row per (item_id, label, source, time), appended atomically
     store: str = "labels/labels.parquet"
@@ -152,7 +152,7 @@ class LabelsConfig:
 
 @dataclass
 class ReviewExportConfig:
-    """How the review exports reference images (catalog_classifier/nightly/exports.py)."""
+    """How the review exports reference images (catalog_classifier/nightly/review/exports.py)."""
 
     # Label Studio task images: "local-files" (/data/local-files/?d=<path relative to document_root>,
     # served by Label Studio itself), "url" (url_prefix + path relative to the image root) or
