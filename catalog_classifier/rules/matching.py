@@ -1,29 +1,24 @@
 """How a rule meets an item: the text rules see, keyword patterns, and the per-rule match.
 
-Matching runs on NFKC-normalised, lower-cased text (the catalog has already cleaned it with
-``catalog.cleaning.clean_text``); keywords match whole words or phrases only.
+Matching runs on the catalog's cleaned text, lower-cased; keywords match whole words or phrases only.
 """
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from ..catalog.cleaning import clean_text
 from ..catalog.schema import CATEGORY_SEP
 
 
 def normalize_text(value: Any) -> str:
-    """The text rules see: NFKC-normalised and lower-cased; None/NaN become ""."""
-    if not isinstance(value, str):
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-            return ""
-        value = str(value)
-    if not value.isascii():
-        value = unicodedata.normalize("NFKC", value)
-    return value.lower()
+    """The text rules see: the catalog's one cleaning (``clean_text``: NFKC, control characters as
+    spaces), lower-cased; None/NaN become "". Item fields arrive cleaned already (it is idempotent);
+    rule keywords go through the same steps, so both sides read alike."""
+    return clean_text(value).lower()
 
 
 def keyword_pattern(keywords: Iterable[str]) -> re.Pattern:
