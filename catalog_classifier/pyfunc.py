@@ -39,7 +39,7 @@ class CatalogClassifierPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def serve_rows(clf, rows, image_root: str | None = None, stamp: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Output rows (nightly.commit.COLUMNS, JSON-safe) for raw or canonical catalog rows."""
+    """Output rows (nightly.batch.commit.COLUMNS, JSON-safe) for raw or canonical catalog rows."""
     from mlflow.exceptions import MlflowException
 
     from catalog_classifier.catalog import CatalogError
