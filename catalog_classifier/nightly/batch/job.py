@@ -107,7 +107,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
     sibling of ``out_dir`` whose name sorts before it, e.g. yesterday's OUT/DATE).
     Raises OperatorError (unusable ``out_dir``, chunk size < 1, missing image folder) or
     CatalogError (bad file type, missing file or column) before anything is written,
-    NightlyError when ``out_dir`` holds another night or is in use.
+    NightlyError when ``out_dir`` holds another night or is in use, or the engine is unknown.
     """
     cfg = config or Config()
     out_dir = usable_dir(out_dir, "--out")
