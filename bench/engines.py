@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def _night(catalog: str, out: Path, clf, cfg) -> tuple[float, int, Path]:
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
 
     t0 = time.perf_counter()
     res = run_nightly(catalog, out, clf, cfg, force=True, progress=False, date="2000-01-01")

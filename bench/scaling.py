@@ -38,7 +38,7 @@ def run_once(spec: dict) -> dict:
 
     from catalog_classifier.classifier import CatalogClassifier
     from catalog_classifier.config import load_config
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
     from .machine import peak_rss_mb
 
     if spec.get("threads"):

@@ -91,7 +91,7 @@ def _preload(clf, cfg) -> None:
 
 
 def _night(clf, catalog, cfg, out: Path, timer) -> dict:
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
 
     shutil.rmtree(out.parent, ignore_errors=True)
     _preload(clf, cfg)

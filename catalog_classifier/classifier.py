@@ -21,6 +21,7 @@ from stacking import Passthrough, StackedClassifier, StackParams, route
 
 from . import events
 from . import models as model_registry
+from .catalog.cleaning import title_key
 from .catalog.labels import make_labels
 from .config import Config
 from .features.container import ItemInputs
@@ -133,7 +134,7 @@ class CatalogClassifier:
         estimators = {n: model_registry.create(n, self.config) for n in self.base_names}
         self.stack_ = StackedClassifier(estimators, self._stack_params(), progress=say,
                                         num_threads=_num_threads(), phase=events.stage)
-        groups = np.array([_group_key(t) for t in X.titles], dtype=object)
+        groups = np.array([title_key(t) for t in X.titles], dtype=object)
         with events.stage("fit.stack"):
             self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=passthrough)
         with events.stage("fit.rules"):
@@ -301,11 +302,6 @@ def _stage(name: str):
 def _num_threads() -> int:
     """LightGBM threads: CATALOG_CLASSIFIER_THREADS, else every core."""
     return int(os.environ.get("CATALOG_CLASSIFIER_THREADS", os.cpu_count() or 1))
-
-
-def _group_key(title: str) -> str:
-    """Near-duplicate listings (same title up to digits/punctuation) share a fold."""
-    return "".join(ch for ch in title if ch.isalpha())
 
 
 def _load_rules(rules_dir: str) -> RuleSet:

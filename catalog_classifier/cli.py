@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .config import Config, load_config
+from .config import DEFAULT_MODEL_URI, Config, load_config
 from .preflight import existing_dir, existing_file, operator_errors, usable_dir, usable_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -75,7 +75,7 @@ def train(
 @app.command()
 def predict(
     catalog: Path = typer.Option(..., help="catalog file to categorize"),
-    model: str = typer.Option("models:/catalog-classifier@champion", help="model dir or MLflow model URI"),
+    model: str = typer.Option(DEFAULT_MODEL_URI, help="model dir or MLflow model URI"),
     out: Path = typer.Option(Path("out/predictions.parquet"), help=".parquet or .csv"),
     config: Optional[Path] = CONFIG_OPT,
     image_root: Optional[str] = typer.Option(None),
@@ -138,8 +138,10 @@ def main():  # pragma: no cover - console entry
     app()
 
 
-# Nightly and lifecycle commands live next to their code.
-from .nightly import cli_lifecycle, cli_nightly  # noqa: E402
+# The nightly, review and lifecycle commands live next to their code.
+from .nightly.batch import cli as batch_cli  # noqa: E402
+from .nightly.lifecycle import cli as lifecycle_cli  # noqa: E402
+from .nightly.review import cli as review_cli  # noqa: E402
 
-for _module in (cli_nightly, cli_lifecycle):
+for _module in (batch_cli, review_cli, lifecycle_cli):
     _module.register(app)

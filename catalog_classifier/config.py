@@ -116,7 +116,7 @@ class NightlyConfig:
 
 @dataclass
 class RayConfig:
-    """The nightly job's Ray engine (catalog_classifier/nightly/ray_engine.py); operational only:
+    """The nightly job's Ray engine (catalog_classifier/nightly/batch/engines/ray.py); operational only:
     none of these change an output row, so a night may be resumed on the other engine."""
 
     # None: start a local Ray instance; "auto" or "ray://HEAD:10001": join a running cluster
@@ -140,7 +140,7 @@ class RayConfig:
 
 @dataclass
 class LabelsConfig:
-    """Reviewer labels coming back in (catalog_classifier/nightly/labels.py)."""
+    """Reviewer labels coming back in (catalog_classifier/nightly/review/labels.py)."""
 
     # Parquet labeled store: one row per (item_id, label, source, time), appended atomically
     store: str = "labels/labels.parquet"
@@ -152,7 +152,7 @@ class LabelsConfig:
 
 @dataclass
 class ReviewExportConfig:
-    """How the review exports reference images (catalog_classifier/nightly/exports.py)."""
+    """How the review exports reference images (catalog_classifier/nightly/review/exports.py)."""
 
     # Label Studio task images: "local-files" (/data/local-files/?d=<path relative to document_root>,
     # served by Label Studio itself), "url" (url_prefix + path relative to the image root) or
@@ -168,7 +168,7 @@ class ReviewExportConfig:
 
 @dataclass
 class LifecycleConfig:
-    """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle.py, retrain.py)."""
+    """Champion alias moves and retraining (catalog_classifier/nightly/lifecycle/)."""
 
     alias: str = "champion"
     # append-only log of alias moves; None = <tracking.artifact_location>/alias_log.jsonl
@@ -186,6 +186,15 @@ class LifecycleConfig:
     # share of the fresh labels held out from the challenger's training for the comparison
     holdout_fraction: float = 0.5
     seed: int = 7
+
+
+def champion_uri(tracking: TrackingConfig | None = None, lifecycle: LifecycleConfig | None = None) -> str:
+    """The registry URI of the live model: ``models:/<tracking.registered_model>@<lifecycle.alias>``."""
+    tracking, lifecycle = tracking or TrackingConfig(), lifecycle or LifecycleConfig()
+    return f"models:/{tracking.registered_model}@{lifecycle.alias}"
+
+
+DEFAULT_MODEL_URI = champion_uri()  # what `nightly` and `predict` use without --model
 
 
 @dataclass

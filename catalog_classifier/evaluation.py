@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 
 from stacking import make_folds, route, select_thresholds
 
-from .classifier import CatalogClassifier, _group_key
+from .catalog.cleaning import title_key
+from .classifier import CatalogClassifier
 from .config import Config
 from .features.container import ItemInputs
-from .features.text import item_texts, normalize_text
+from .features.text import item_texts
 from .models.peers import TfidfLR
 from .reporting import (classification_metrics, plot_confusion_matrix,
                         plot_reliability_diagram, plot_risk_coverage, risk_coverage_curve)
@@ -56,7 +57,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     labels = sorted(labels_s.unique())
     y = labels_s.map({l: i for i, l in enumerate(labels)}).to_numpy()
     emb, _ = probe.embed_images(items, image_root, progress=progress)
-    groups = np.array([_group_key(normalize_text(t)) for t in items["title"]], dtype=object)
+    groups = np.array([title_key(t) for t in items["title"]], dtype=object)
     fold = make_folds(y, n_outer, seed, groups)
     n, C = len(y), len(labels)
     names = ["stack", "tfidf_lr"] + [BASE_REPORT_NAMES.get(b, b) for b in probe.base_names]

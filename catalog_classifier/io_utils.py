@@ -1,35 +1,73 @@
-"""Atomic writes (a reader never sees a half-written file) and spreadsheet-safe CSV cells."""
+"""Atomic writes (a reader never sees a half-written file), file locks and spreadsheet-safe CSV cells."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 
-def _atomic(path: Path, write) -> Path:
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` then fsync, rename over ``path`` and fsync the folder (the rename is durable).
+
+    The one atomic write: every output file of the project goes through it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for other tools too
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
     return path
+
+
+class LockBusy(RuntimeError):
+    """A non-blocking ``exclusive_lock`` found the lock held by another process."""
+
+
+@contextmanager
+def exclusive_lock(lock_path: str | Path, wait: bool = True):
+    """flock on ``lock_path``; freed if the process dies. The lock file is kept: unlinking it
+    would race with a waiter. ``wait=False`` raises LockBusy instead of waiting."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy(str(lock_path)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def file_lock(path: str | Path):
+    """A blocking lock on ``<path>.lock``: read-modify-write steps on a shared file take turns."""
+    path = Path(path)
+    return exclusive_lock(path.with_name(path.name + ".lock"))
 
 
 # OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet
@@ -79,14 +117,14 @@ def atomic_write_table(df: pd.DataFrame, path: str | Path) -> Path:
         safe = escape_frame(df)
         # \r\n records: the csv writer then quotes a field holding a bare CR (with "\n" it does not,
         # and the CR ends the record for every reader)
-        return _atomic(path, lambda t: safe.to_csv(t, index=False, lineterminator="\r\n"))
-    return _atomic(path, lambda t: df.to_parquet(t, index=False))
+        return atomic_write(path, lambda t: safe.to_csv(t, index=False, lineterminator="\r\n"))
+    return atomic_write(path, lambda t: df.to_parquet(t, index=False))
 
 
 def atomic_write_json(obj, path: str | Path) -> Path:
-    return _atomic(Path(path), lambda t: Path(t).write_text(
+    return atomic_write(path, lambda t: Path(t).write_text(
         json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8"))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
-    return _atomic(Path(path), lambda t: Path(t).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda t: Path(t).write_text(text, encoding="utf-8"))

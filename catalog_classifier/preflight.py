@@ -25,7 +25,7 @@ def operator_errors():
     import typer
 
     from .catalog import CatalogError
-    from .nightly.manifest import NightlyError
+    from .nightly.batch.manifest import NightlyError
 
     try:
         yield

@@ -39,12 +39,12 @@ class CatalogClassifierPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def serve_rows(clf, rows, image_root: str | None = None, stamp: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Output rows (nightly.commit.COLUMNS, JSON-safe) for raw or canonical catalog rows."""
+    """Output rows (nightly.batch.commit.COLUMNS, JSON-safe) for raw or canonical catalog rows."""
     from mlflow.exceptions import MlflowException
 
     from catalog_classifier.catalog import CatalogError
     from catalog_classifier.catalog.readers import _as_strings as cells_as_text
-    from catalog_classifier.nightly.chunks import chunk_rows
+    from catalog_classifier.nightly.batch.chunks import chunk_rows
 
     raw = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     raw = cells_as_text(raw, start=0)
@@ -94,7 +94,7 @@ def model_signature():
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-    from catalog_classifier.nightly.commit import SCHEMA
+    from catalog_classifier.nightly.batch.commit import SCHEMA
 
     outputs = Schema([ColSpec(_MLFLOW_TYPES[str(f.type)], f.name, required=False) for f in SCHEMA])
     return ModelSignature(inputs=None, outputs=outputs,

@@ -72,10 +72,8 @@ def train_and_log(cat, cfg: Config, out: Path, register: bool = True, progress: 
 
 def _promote_first(cfg: Config, version) -> None:
     """The first registered version becomes champion, so `nightly` has a model to use."""
-    try:
-        from .nightly.lifecycle import current_champion, promote
-    except ImportError:
-        return
+    from .nightly.lifecycle.aliases import current_champion, promote
+
     if version is not None and current_champion(cfg) is None:
         promote(cfg, int(version), reason="first registered version")
 

@@ -197,7 +197,7 @@ def test_nightly_events_in_order(quick_run, tmp_path):
     from bench.scaling import replicate_catalog
     from catalog_classifier.classifier import CatalogClassifier
     from catalog_classifier.config import load_config
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
 
     out, _ = quick_run
     clf = CatalogClassifier.load(out / "work" / "models" / "flipkart1050-L1")  # the model the bench fitted

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from catalog_classifier.cli import app
 from catalog_classifier.config import ReviewExportConfig
 from catalog_classifier.io_utils import FORMULA_TRIGGERS, atomic_write_table, unescape_cell
-from catalog_classifier.nightly.exports import (BLANK_IMAGE, ExportSettingsError, export_review_queue,
+from catalog_classifier.nightly.review.exports import (BLANK_IMAGE, ExportSettingsError, export_review_queue,
                                                 safe_image)
-from catalog_classifier.nightly.labels import import_labels, read_store
-from catalog_classifier.nightly.queue import build_review_queue
+from catalog_classifier.nightly.review.labels import import_labels, read_store
+from catalog_classifier.nightly.review.queue import build_review_queue
 
 from conftest import DEMO_IMAGES
 from nightly_helpers import raw_rows, write_csv

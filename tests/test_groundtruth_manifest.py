@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from catalog_classifier.config import ReviewExportConfig
-from catalog_classifier.nightly.exports import PREDICTION_ATTRIBUTE, export_review_queue
-from catalog_classifier.nightly.queue import build_review_queue
+from catalog_classifier.nightly.review.exports import PREDICTION_ATTRIBUTE, export_review_queue
+from catalog_classifier.nightly.review.queue import build_review_queue
 
 from conftest import DEMO_IMAGES
 
@@ -102,7 +102,7 @@ def test_local_image_references_are_warned_about(queue_and_clf, tmp_path, caplog
 
 def test_the_nights_report_carries_the_warning(trained_model_dir, heldout_items, tmp_path):
     from catalog_classifier.classifier import CatalogClassifier
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
 
     from nightly_helpers import night_config, raw_rows, write_csv
 

@@ -20,7 +20,7 @@ from catalog_classifier.catalog.cleaning import clean_text
 from catalog_classifier.classifier import CatalogClassifier
 from catalog_classifier.features.images import ESCAPES_ROOT, REFUSED_PATH, REMOTE
 from catalog_classifier.features.text import normalize_text
-from catalog_classifier.nightly.runner import run_nightly
+from catalog_classifier.nightly.batch.job import run_nightly
 
 from conftest import DEMO_IMAGES
 from nightly_helpers import night_config, raw_rows, read_predictions

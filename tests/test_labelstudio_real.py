@@ -14,9 +14,9 @@ from pathlib import Path
 import requests
 
 from catalog_classifier.config import ReviewExportConfig
-from catalog_classifier.nightly.exports import BLANK_IMAGE, LOCAL_FILES_URL, export_review_queue
-from catalog_classifier.nightly.labels import import_labels, labeled_items
-from catalog_classifier.nightly.queue import build_review_queue
+from catalog_classifier.nightly.review.exports import BLANK_IMAGE, LOCAL_FILES_URL, export_review_queue
+from catalog_classifier.nightly.review.labels import import_labels, labeled_items
+from catalog_classifier.nightly.review.queue import build_review_queue
 
 from conftest import DEMO_IMAGES
 from labelstudio_helpers import auth, ensure_label_studio, label_studio_server

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from catalog_classifier.nightly import lifecycle
-from catalog_classifier.nightly.labels import import_labels
-from catalog_classifier.nightly.retrain import champion_record, retrain, split_holdout
+from catalog_classifier.nightly.lifecycle import aliases
+from catalog_classifier.nightly.review.labels import import_labels
+from catalog_classifier.nightly.lifecycle.retrain import champion_record, retrain, split_holdout
 
 from conftest import fast_config
 
@@ -46,24 +46,24 @@ def registry(tmp_path, trained_model_dir):
 def test_promote_and_rollback_move_the_alias_and_append_the_log(registry, tmp_path, monkeypatch):
     cfg, v1, v2 = registry
     monkeypatch.setenv("USER", "reviewer-on-duty")
-    c = lifecycle.client(cfg)
-    assert lifecycle.current_champion(cfg) is None
-    lifecycle.promote(cfg, v1, reason="first model")
-    lifecycle.promote(cfg, v2, reason="better OOF macro-F1")
-    assert lifecycle.current_champion(cfg) == v2
+    c = aliases.client(cfg)
+    assert aliases.current_champion(cfg) is None
+    aliases.promote(cfg, v1, reason="first model")
+    aliases.promote(cfg, v2, reason="better OOF macro-F1")
+    assert aliases.current_champion(cfg) == v2
     assert int(c.get_model_version_by_alias("catalog-classifier", "champion").version) == v2
-    assert lifecycle.promote(cfg, v2, reason="again") is None  # no move, no log line
+    assert aliases.promote(cfg, v2, reason="again") is None  # no move, no log line
 
-    entry = lifecycle.rollback(cfg, reason="v2 mislabels towels")
+    entry = aliases.rollback(cfg, reason="v2 mislabels towels")
     assert (entry["from_version"], entry["to_version"], entry["action"]) == (v2, v1, "rollback")
-    assert lifecycle.current_champion(cfg) == v1
-    with pytest.raises(lifecycle.LifecycleError, match="no earlier champion"):
-        lifecycle.rollback(cfg)
-    with pytest.raises(lifecycle.LifecycleError, match="no version 99"):
-        lifecycle.promote(cfg, 99)
+    assert aliases.current_champion(cfg) == v1
+    with pytest.raises(aliases.LifecycleError, match="no earlier champion"):
+        aliases.rollback(cfg)
+    with pytest.raises(aliases.LifecycleError, match="no version 99"):
+        aliases.promote(cfg, 99)
 
     log_path = tmp_path / "mlruns" / "alias_log.jsonl"
-    assert lifecycle.alias_log_path(cfg) == log_path
+    assert aliases.alias_log_path(cfg) == log_path
     log = [json.loads(x) for x in log_path.read_text().splitlines()]
     assert [(e["from_version"], e["to_version"]) for e in log] == [(None, v1), (v1, v2), (v2, v1)]
     assert [e["reason"] for e in log] == ["first model", "better OOF macro-F1", "v2 mislabels towels"]
@@ -74,10 +74,10 @@ def test_promote_and_rollback_move_the_alias_and_append_the_log(registry, tmp_pa
     assert tags["champion.promote_reason"] == "v2 mislabels towels" and tags["champion.promoted_from"] == str(v2)
     assert "champion.demoted_at" in c.get_model_version("catalog-classifier", str(v2)).tags
 
-    rows = lifecycle.list_versions(cfg)
+    rows = aliases.list_versions(cfg)
     assert [r["version"] for r in rows] == [v2, v1]
     assert rows[1]["aliases"] == ["champion"] and rows[0]["metrics"]["oof_macro_f1"] == pytest.approx(0.92)
-    assert "champion" in lifecycle.format_versions(rows)
+    assert "champion" in aliases.format_versions(rows)
 
 
 def test_champion_history_goes_back_step_by_step():
@@ -85,9 +85,9 @@ def test_champion_history_goes_back_step_by_step():
         return {"action": action, "from_version": a, "to_version": b}
 
     log = [e("promote", None, 1), e("promote", 1, 2), e("retrain", 2, 3), e("rollback", 3, 2)]
-    assert lifecycle.champion_history(log) == [1, 2]
-    assert lifecycle.champion_history(log + [e("rollback", 2, 1)]) == [1]
-    assert lifecycle.champion_history(log + [e("promote", 2, 4)]) == [1, 2, 4]
+    assert aliases.champion_history(log) == [1, 2]
+    assert aliases.champion_history(log + [e("rollback", 2, 1)]) == [1]
+    assert aliases.champion_history(log + [e("promote", 2, 4)]) == [1, 2, 4]
 
 
 def test_models_cli_list_promote_rollback(registry, tmp_path):
@@ -108,7 +108,7 @@ def test_models_cli_list_promote_rollback(registry, tmp_path):
     assert res.exit_code == 0 and "champion" in res.output and "oof_macro_f1" in res.output
     res = run(app, ["models", "rollback", "--reason", "regression", "-c", str(conf)])
     assert res.exit_code == 0 and f"v{v2} -> v{v1}" in res.output
-    assert lifecycle.current_champion(cfg) == v1
+    assert aliases.current_champion(cfg) == v1
     res = run(app, ["models", "promote", "42", "-c", str(conf)])
     assert res.exit_code == 2 and "no version 42" in res.output
     assert len((tmp_path / "mlruns" / "alias_log.jsonl").read_text().splitlines()) == 3
@@ -118,7 +118,7 @@ def test_split_holdout_keeps_near_duplicates_together(demo_catalog):
     items = demo_catalog.items
     hold = split_holdout(items, 0.3, seed=1)
     assert 0.3 <= hold.mean() < 0.35
-    from catalog_classifier.nightly.queue import title_key
+    from catalog_classifier.catalog.cleaning import title_key
 
     keys = items["title"].map(title_key)
     assert not (set(keys[hold]) & set(keys[~hold]))
@@ -128,7 +128,7 @@ def test_split_holdout_keeps_near_duplicates_together(demo_catalog):
 def champion_with_fresh_labels(registry, demo_catalog, heldout_items):
     """v1 is champion; the held-out demo items come back labeled by reviewers after its training."""
     cfg, v1, _ = registry
-    lifecycle.promote(cfg, v1, reason="first")
+    aliases.promote(cfg, v1, reason="first")
     path = Path(cfg.labels.store).with_name("reviewed.csv")
     pd.DataFrame({"item_id": heldout_items["item_id"],
                   "category": heldout_items["category"].str.split(" > ").str[0]}).to_csv(path, index=False)
@@ -163,7 +163,7 @@ def test_retrain_keeps_the_champion_and_alerts_when_the_challenger_is_not_better
     cfg, v1 = champion_with_fresh_labels
     # a floor no model reaches forces the challenger; a margin no model reaches keeps the champion
     strict = cfg.with_overrides(lifecycle={"floor": 0.999, "margin": 1.0})
-    versions_before = [r["version"] for r in lifecycle.list_versions(cfg)]
+    versions_before = [r["version"] for r in aliases.list_versions(cfg)]
     res = retrain(strict, demo_catalog.items, demo_catalog.image_root, out_dir=tmp_path / "challenger",
                   cache_dir=tmp_path / "cache")
     assert (res.decision, res.exit_code) == ("champion_kept", 1)
@@ -172,8 +172,8 @@ def test_retrain_keeps_the_champion_and_alerts_when_the_challenger_is_not_better
     for key in ("champion_holdout_score", "challenger_holdout_score", "champion_fresh_score"):
         assert f"{f[key]:.4f}" in res.message
     assert res.message.startswith("ALERT") and "floor 0.999" in res.message
-    assert lifecycle.current_champion(cfg) == v1
-    assert [r["version"] for r in lifecycle.list_versions(cfg)] == versions_before  # loser not registered
+    assert aliases.current_champion(cfg) == v1
+    assert [r["version"] for r in aliases.list_versions(cfg)] == versions_before  # loser not registered
     assert (tmp_path / "challenger" / "stack" / "stack.json").exists()
     # the challenger never trained on a held-out fresh label (nor on a near-duplicate of one)
     assert f["n_train"] <= len(demo_catalog.items) - f["n_holdout"]

@@ -12,7 +12,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
-from catalog_classifier.classifier import CatalogClassifier, _group_key
+from catalog_classifier.catalog.cleaning import title_key
+from catalog_classifier.classifier import CatalogClassifier
 from catalog_classifier.config import Config
 from catalog_classifier.models import available, classes, create
 from catalog_classifier.models.peers import TfidfLR
@@ -36,7 +37,7 @@ def demo_slice(demo_catalog):
     items, labels = items.loc[keep].reset_index(drop=True), labels[keep].reset_index(drop=True)
     y = labels.map({c: i for i, c in enumerate(sorted(labels.unique()))}).to_numpy()
     X, _ = clf.inputs(items, demo_catalog.image_root)
-    groups = np.array([_group_key(t) for t in X.titles], dtype=object)
+    groups = np.array([title_key(t) for t in X.titles], dtype=object)
     assert X.embeddings is not None and np.isnan(X.embeddings).any(1).mean() < 0.5
     return cfg, X, y, groups
 

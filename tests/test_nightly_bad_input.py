@@ -21,9 +21,9 @@ from PIL import Image
 
 from catalog_classifier.catalog import CatalogError, read_catalog
 from catalog_classifier.classifier import CatalogClassifier
-from catalog_classifier.nightly.commit import PREDICTIONS, committed_parts
-from catalog_classifier.nightly.manifest import read_manifest, write_manifest
-from catalog_classifier.nightly.runner import run_nightly
+from catalog_classifier.nightly.batch.commit import PREDICTIONS, committed_parts
+from catalog_classifier.nightly.batch.manifest import read_manifest, write_manifest
+from catalog_classifier.nightly.batch.job import run_nightly
 
 from conftest import DEMO_IMAGES
 from nightly_helpers import night_config, raw_rows, read_predictions, write_csv

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from catalog_classifier.classifier import CatalogClassifier
-from catalog_classifier.nightly.drift import category_drift, confidence_drift, psi, training_reference
+from catalog_classifier.nightly.batch.drift import category_drift, confidence_drift, psi, training_reference
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from catalog_classifier.classifier import CatalogClassifier
-from catalog_classifier.nightly.commit import COLUMNS
-from catalog_classifier.nightly.manifest import NightlyError
-from catalog_classifier.nightly.runner import run_nightly
+from catalog_classifier.nightly.batch.commit import COLUMNS
+from catalog_classifier.nightly.batch.manifest import NightlyError
+from catalog_classifier.nightly.batch.job import run_nightly
 from catalog_classifier.tracking import LoadedModel
 
 from conftest import ROOT

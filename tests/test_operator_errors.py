@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from catalog_classifier.classifier import CatalogClassifier
-from catalog_classifier.nightly.commit import checksum_path, committed_parts
-from catalog_classifier.nightly.manifest import file_sha256
-from catalog_classifier.nightly.runner import run_nightly
+from catalog_classifier.nightly.batch.commit import checksum_path, committed_parts
+from catalog_classifier.nightly.batch.manifest import file_sha256
+from catalog_classifier.nightly.batch.job import run_nightly
 
 from conftest import ROOT
 from nightly_helpers import night_config, raw_rows, read_predictions, write_csv

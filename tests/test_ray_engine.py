@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,8 +16,7 @@ import pytest
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install '.[ray]')")
 
 from catalog_classifier.classifier import CatalogClassifier  # noqa: E402
-from catalog_classifier.nightly.ray_engine import KILL_ENV  # noqa: E402
-from catalog_classifier.nightly.runner import run_nightly  # noqa: E402
+from catalog_classifier.nightly.batch.job import run_nightly  # noqa: E402
 
 from conftest import DEMO_CSV  # noqa: E402
 from nightly_helpers import night_config, read_predictions, write_csv  # noqa: E402
@@ -63,26 +67,70 @@ def test_ray_output_equals_local_output_row_for_row(model, demo_night_csv, tmp_p
     assert (qa["review"], qa["audit"]) == (qb["review"], qb["audit"])
 
 
-def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv, tmp_path, monkeypatch, caplog):
+def _scoring_actor_pids() -> list[int]:
+    """Pids of the live Ray Data workers running ScoreActor (Ray's actor table; the state API
+    needs the dashboard, which the engine does not start). Ray titles a worker process
+    ``ray::MapWorker(MapBatches(ScoreActor))``."""
+    import ray
+
+    pids = []
+    for a in ray._private.state.actors().values():
+        if a["State"] != "ALIVE" or not a["Pid"]:
+            continue
+        try:
+            title = Path(f"/proc/{a['Pid']}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ScoreActor" in title:
+            pids.append(a["Pid"])
+    return pids
+
+
+class KillScoringActor(threading.Thread):
+    """Once the first part is committed, SIGKILL a live scoring actor, as a crashed worker would die."""
+
+    def __init__(self, out: Path, timeout: float = 600.0):
+        super().__init__(daemon=True)
+        self.out, self.deadline, self.killed = out, time.monotonic() + timeout, None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            if any((self.out / "parts").glob("part-*.parquet")):
+                for pid in _scoring_actor_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = pid
+                    return
+            time.sleep(0.05)
+
+
+def test_killed_ray_worker_and_resume_keep_every_row_once(model, demo_night_csv, tmp_path, caplog):
     rows = pd.read_csv(demo_night_csv, dtype=str, keep_default_na=False)
     night_csv = write_csv(pd.concat([rows.head(400), rows.iloc[[5, 10]], rows.tail(1)]),  # 2 repeats, no id
                           tmp_path / "tonight.csv")
-    marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_ENV, f"score:2:{marker}")  # the scoring actor dies on its third batch
     out = tmp_path / "night"
     # 7 chunks of 64 rows go to Ray in windows of 3: parts commit window by window
-    caplog.set_level(logging.INFO, logger="catalog_classifier.nightly.ray_engine")
+    caplog.set_level(logging.INFO, logger="catalog_classifier.nightly.batch.engines.ray")
     cfg = ray_config(chunk_size=64).with_overrides(ray={"window_chunks": 3})
-    res = run_nightly(night_csv, out, model, cfg, progress=False)
-    assert marker.exists()  # the worker really died during the run
+    killer = KillScoringActor(out)
+    killer.start()
+    try:
+        res = run_nightly(night_csv, out, model, cfg, progress=False)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert killer.killed is not None  # a scoring worker really died during the run
     assert sum("ray window" in r.getMessage() for r in caplog.records) == 3
     pred = read_predictions(out)
     n = len(pd.read_csv(night_csv, dtype=str))
     assert (pred["status"] == "rejected").sum() == 3
     assert pred["row"].tolist() == list(range(n)) and sum(res.counts.values()) == n
+    local = run_nightly(night_csv, tmp_path / "local", model, night_config(64), progress=False)
+    same = ["item_id", "row", "status", "reason", "category", "rule_id"]
+    pd.testing.assert_frame_equal(read_predictions(tmp_path / "local")[same], pred[same])
+    assert local.counts == res.counts
 
     # the driver stops between parts: the re-run computes only the missing parts, same rows
-    monkeypatch.delenv(KILL_ENV)
     parts = sorted((out / "parts").glob("part-*.parquet"))
     for p in parts[1::3]:
         p.unlink()

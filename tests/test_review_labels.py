@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catalog_classifier.nightly.exports import export_review_queue
-from catalog_classifier.nightly.labels import (LabelImportError, import_labels, labeled_items, load_taxonomy,
+from catalog_classifier.nightly.review.exports import export_review_queue
+from catalog_classifier.nightly.review.labels import (LabelImportError, import_labels, labeled_items, load_taxonomy,
                                                read_store)
-from catalog_classifier.nightly.queue import build_review_queue, title_key
+from catalog_classifier.catalog.cleaning import title_key
+from catalog_classifier.nightly.review.queue import build_review_queue
 
 from conftest import DEMO_IMAGES
 

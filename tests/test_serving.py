@@ -33,7 +33,7 @@ def served(trained_model_dir, heldout_items, tmp_path_factory):
     from catalog_classifier.catalog import read_table
     from catalog_classifier.config import TrackingConfig
     from catalog_classifier.classifier import CatalogClassifier
-    from catalog_classifier.nightly.runner import run_nightly
+    from catalog_classifier.nightly.batch.job import run_nightly
     from catalog_classifier.pyfunc import catalog_example
     from catalog_classifier.tracking import load_model, log_model_version
 

@@ -57,6 +57,19 @@ def clean_text(v: Any, max_chars: int | None = None) -> str:
     return s
 
 
+
+def title_key(title: Any) -> str:
+    """The near-duplicate key: NFKC, case-folded, letters only (digits, sizes, punctuation dropped).
+
+    The one rule for "the same listing": training folds group by it (so copies never sit on both
+    sides of a fold), the review queue counts copies by it and retraining keeps them out of the
+    holdout. Non-text gives "".
+    """
+    if not isinstance(title, str):
+        return ""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", title).casefold() if ch.isalpha())
+
+
 def has_surrogate(s: str) -> bool:
     return not s.isascii() and _SURROGATE.search(s) is not None
 

@@ -112,7 +112,7 @@ def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | Non
 
 
 def ov_threads() -> int:
-    """torch's thread setting (the runner and the Ray actors set it), capped by CATALOG_CLASSIFIER_THREADS."""
+    """torch's thread setting (the nightly job and the Ray actors set it), capped by CATALOG_CLASSIFIER_THREADS."""
     env = os.environ.get("CATALOG_CLASSIFIER_THREADS")
     return max(1, min(torch.get_num_threads(), int(env)) if env else torch.get_num_threads())
 

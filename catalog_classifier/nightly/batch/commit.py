@@ -11,10 +11,7 @@ without its checksum; a part damaged later (truncated, edited, a bad disk) fails
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...io_utils import atomic_write
 from .manifest import file_sha256
 
 PARTS = "parts"
 PREDICTIONS = "predictions.parquet"
 _PART = re.compile(r"^part-(\d+)\.parquet$")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 # Fixed schema: a chunk where a column happens to be all-null must still merge with the rest.
 SCHEMA = pa.schema([
@@ -73,28 +69,6 @@ def remove_stale_temps(out_dir: Path) -> int:
                 p.unlink(missing_ok=True)
                 n += 1
     return n
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` then fsync, rename over ``path`` and fsync the folder (the rename is durable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for other tools too
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
 
 
 def to_table(frame: pd.DataFrame) -> pa.Table:

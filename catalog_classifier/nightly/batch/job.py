@@ -3,7 +3,7 @@
     OUT/manifest.json          identity (input fingerprint, model, config) and status
     OUT/parts/part-NNNNN.parquet one per chunk, committed by atomic rename
     OUT/predictions.parquet    every input row exactly once, ordered by row
-    OUT/review/...             review queue exports (nightly.queue / nightly.exports)
+    OUT/review/...             review queue exports (nightly/review)
     OUT/report.json, report.md counts, review rate, drift
 
 A run killed at any point and started again with the same arguments skips the
@@ -23,22 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from .. import events
-from ..config import Config, load_config
-from .chunks import SeenIds, chunk_rows, open_catalog
-from .commit import (PARTS, PREDICTIONS, committed_parts, drop_part, merge_parts, part_checksums, read_part_ids,
-                     remove_stale_temps, verify_part, write_part)
-from .manifest import (MANIFEST, DirLock, Identity, NightlyError, config_identity, input_fingerprint,
-                       model_identity, new_manifest, read_manifest, write_manifest)
-from ..preflight import OperatorError, at_least_one, existing_dir, existing_file, usable_dir
-from .exports import check_settings
-from .outputs import REVIEW_DIR, build_queue
+from ... import events
+from ...config import DEFAULT_MODEL_URI, Config, load_config
+from ...preflight import OperatorError, at_least_one, existing_dir, existing_file, usable_dir
+from ..review.builder import REVIEW_DIR, build_queue
+from ..review.exports import check_settings
+from .chunks import open_catalog
+from .commit import PARTS, PREDICTIONS, committed_parts, drop_part, merge_parts, part_checksums, verify_part
+from .engines import get_engine
+from .manifest import (MANIFEST, Identity, NightlyError, config_identity, input_fingerprint, model_identity,
+                       new_manifest, night_lock, read_manifest, write_manifest)
+from .plan import serve_image
 from .report import drift_report, find_previous, log_to_mlflow, open_mlflow_run, summarize, write_report
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "models:/catalog-classifier@champion"
 _OWN_FILES = (PREDICTIONS, "report.json", "report.md", MANIFEST)
 _OWN_DIRS = (PARTS, REVIEW_DIR)
 
@@ -62,13 +61,10 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size", "runtime", "precision", "export_dir")
-
-
 def _serve_with(clf, cfg: Config) -> None:
     """Operational image settings (cache dir, device, batch size, runtime) come from the run's config;
     everything that defines the model (backbone, image size, thresholds) stays as trained."""
-    img = {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
+    img = serve_image(cfg)
     if any(getattr(clf.config.image, k) != v for k, v in img.items()):
         clf.config = clf.config.with_overrides(image=img)
 
@@ -111,13 +107,14 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
     sibling of ``out_dir`` whose name sorts before it, e.g. yesterday's OUT/DATE).
     Raises OperatorError (unusable ``out_dir``, chunk size < 1, missing image folder) or
     CatalogError (bad file type, missing file or column) before anything is written,
-    NightlyError when ``out_dir`` holds another night or is in use.
+    NightlyError when ``out_dir`` holds another night or is in use, or the engine is unknown.
     """
     cfg = config or Config()
     out_dir = usable_dir(out_dir, "--out")
     at_least_one(cfg.nightly.chunk_size, "nightly.chunk_size")
     if cfg.catalog.image_root is not None:
         existing_dir(cfg.catalog.image_root, "image root (--image-root / catalog.image_root)")
+    engine = get_engine(cfg.nightly.engine)
     stream = open_catalog(catalog_path, cfg.catalog, cfg.nightly.chunk_size)
     clf = getattr(model, "clf", model)
     _serve_with(clf, cfg)
@@ -126,12 +123,12 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OperatorError(f"--out {str(out_dir)!r} cannot be created: {e.strerror or e}") from None
-    with DirLock(out_dir):
+    with night_lock(out_dir):
         manifest = _prepare(out_dir, ident, force, str(catalog_path), date or dt.date.today().isoformat())
         if manifest.get("status") == "complete" and (out_dir / PREDICTIONS).is_file():
             return _result(out_dir, manifest, skipped=True)
         recomputed = _drop_damaged_parts(out_dir, manifest)
-        reused, computed, n_chunks, n_rows = _run_chunks(stream, out_dir, clf, ident, cfg, progress)
+        reused, computed, n_chunks, n_rows = engine.run_chunks(stream, out_dir, clf, ident, cfg, progress)
         _check_unchanged(Path(catalog_path), ident.input)
         with events.stage("nightly.merge"):
             merge_parts(out_dir, n_chunks, n_rows)
@@ -165,72 +162,6 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
                                  "review": report["review_queue"].get("files", {})})
         write_manifest(out_dir, manifest)
         return _result(out_dir, manifest, skipped=False, reused=reused, computed=computed)
-
-
-def model_stamp(ident: Identity) -> dict[str, str | None]:
-    """The model/run columns every output row carries."""
-    return {"model_name": ident.model["name"], "run_id": ident.run_id, "model_run_id": ident.model["run_id"],
-            "model_version": None if ident.model["version"] is None else str(ident.model["version"])}
-
-
-@dataclass
-class ChunkPlan:
-    """Tallies of a pass over the catalog; ``pending`` yields the chunks still to compute."""
-
-    reused: int = 0
-    n_chunks: int = 0
-    n_rows: int = 0
-
-
-def plan_chunks(stream, out_dir: Path, plan: ChunkPlan):
-    """Yield (index, raw, items, rejected) for every chunk without a committed part, in file order.
-
-    Committed parts are checked against their chunk and feed the duplicate-id memory, so a
-    resumed run rejects exactly the duplicates an uninterrupted one would. Both engines
-    read the catalog through this one pass.
-    """
-    parts = committed_parts(out_dir)
-    remove_stale_temps(out_dir)
-    seen = SeenIds()
-    for i, raw in stream.chunks():
-        plan.n_chunks, plan.n_rows = i + 1, plan.n_rows + len(raw)
-        if i in parts:
-            done = read_part_ids(parts[i])
-            if done["row"].tolist() != [int(r) for r in raw.index]:
-                raise NightlyError(f"{parts[i]} does not match chunk {i} of {stream.path}; re-run with --force")
-            seen.add_committed(done)
-            plan.reused += 1
-            continue
-        items, rejected = stream.validate(raw)
-        items, rejected = seen.split(items, rejected)
-        yield i, raw, items, rejected
-
-
-def check_rows(i: int, frame: pd.DataFrame, n_raw: int) -> None:
-    if len(frame) != n_raw or frame["row"].duplicated().any():  # the invariant the whole job exists for
-        raise RuntimeError(f"chunk {i}: {len(frame)} output rows for {n_raw} input rows")
-
-
-def _run_chunks(stream, out_dir: Path, clf, ident: Identity, cfg: Config, progress: bool):
-    """Commit a part per chunk not yet committed; returns (reused, computed, n_chunks, n_rows)."""
-    if cfg.nightly.engine == "ray":
-        from .ray_engine import run_chunks_ray
-
-        return run_chunks_ray(stream, out_dir, clf, ident, cfg, progress)
-    if cfg.nightly.engine != "local":
-        raise NightlyError(f"unknown engine {cfg.nightly.engine!r}: use 'local' or 'ray'")
-    stamp, plan, computed = model_stamp(ident), ChunkPlan(), 0
-    with tqdm(total=stream.estimate_chunks(), unit="chunk", desc=f"nightly {out_dir.name}",
-              disable=not progress) as bar:
-        for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
-            frame = chunk_rows(clf, items, rejected, cfg.catalog.image_root, stamp)
-            check_rows(i, frame, len(raw))
-            with events.stage("nightly.write_part"):
-                write_part(out_dir, i, frame)
-            computed += 1
-            bar.set_postfix(rows=plan.n_rows, refresh=False)
-            bar.update(plan.n_chunks - bar.n)  # committed parts passed over count as done
-    return plan.reused, computed, plan.n_chunks, plan.n_rows
 
 
 def _check_unchanged(path: Path, fp: dict[str, Any]) -> None:
@@ -288,7 +219,7 @@ def _result(out_dir: Path, manifest: dict[str, Any], skipped: bool, reused: int 
 
 
 # ------------------------------------------------------------------- command line
-def nightly_command(catalog: str | Path, out: str | Path | None = None, model: str = DEFAULT_MODEL,
+def nightly_command(catalog: str | Path, out: str | Path | None = None, model: str = DEFAULT_MODEL_URI,
                     force: bool = False, config_path: str | Path | None = None,
                     previous: str | Path | None = None, image_root: str | None = None,
                     chunk_size: int | None = None, progress: bool = True, engine: str | None = None,
@@ -299,7 +230,7 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
     tracking); without, the catalog is read the way the model's own config reads it.
     ``out`` defaults to ``nightly.out_dir/<today>``.
     """
-    from ..tracking import load_model
+    from ...tracking import load_model
 
     base = load_config(config_path)
     existing_file(catalog, "--catalog")

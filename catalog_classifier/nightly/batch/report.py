@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..io_utils import atomic_write_json, atomic_write_text
+from ...io_utils import atomic_write_json, atomic_write_text
 from .commit import PREDICTIONS
 from .drift import drift_block, training_reference
 from .manifest import MANIFEST
@@ -170,7 +170,7 @@ def open_mlflow_run(night_run_id: str, date: str, started_at: str, cfg) -> str:
     created the run already: it is found by its tags and reused. A new run is created with
     those tags in one call, so no crash can leave an untagged run to be duplicated later.
     """
-    from ..tracking import setup
+    from ...tracking import setup
 
     mlflow = setup(cfg.tracking, experiment=cfg.nightly.mlflow_experiment)
     client = mlflow.MlflowClient()
@@ -186,7 +186,7 @@ def open_mlflow_run(night_run_id: str, date: str, started_at: str, cfg) -> str:
 def log_to_mlflow(run_id: str, report: dict[str, Any], files: dict[str, Path], cfg) -> str:
     """Log params, metrics and report files into the night's run (resumed: logging twice is harmless)
     and end it FINISHED."""
-    from ..tracking import setup
+    from ...tracking import setup
 
     mlflow = setup(cfg.tracking, experiment=cfg.nightly.mlflow_experiment)
     model = report["model"]

@@ -7,15 +7,15 @@ refuses (different identity) unless forced.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..io_utils import atomic_write_json
+from ...config import Config
+from ...io_utils import LockBusy, atomic_write_json, exclusive_lock
 
 MANIFEST = "manifest.json"
 LOCK = ".nightly.lock"
@@ -150,23 +150,11 @@ def new_manifest(ident: Identity, catalog: str, date: str, started_at: str) -> d
             "config_hash": ident.config_hash, "started_at": started_at}
 
 
-class DirLock:
-    """An exclusive flock on OUT/.nightly.lock: one run per night dir; freed when the process dies."""
-
-    def __init__(self, out_dir: Path):
-        self.path = out_dir / LOCK
-        self._fh = None
-
-    def __enter__(self) -> "DirLock":
-        self._fh = open(self.path, "a")
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.close()
-            raise NightlyError(f"another nightly run is using {self.path.parent} (lock {self.path})") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        # the lock file stays: unlinking it would race with a run waiting on it
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        self._fh.close()
+@contextmanager
+def night_lock(out_dir: Path):
+    """One run per night dir: an exclusive lock on OUT/.nightly.lock, refused (not waited on) when held."""
+    try:
+        with exclusive_lock(out_dir / LOCK, wait=False):
+            yield
+    except LockBusy:
+        raise NightlyError(f"another nightly run is using {out_dir} (lock {out_dir / LOCK})") from None

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import (META_COLUMNS, CatalogError, adapt, choose_adapter, iter_table_chunks, strict_columns,
+from ...catalog import (META_COLUMNS, CatalogError, adapt, choose_adapter, iter_table_chunks, strict_columns,
                        validate_items)
-from ..catalog.cleaning import bounded_raw
-from ..catalog.readers import table_format
-from ..catalog.validate import LINES_COLUMN
-from ..config import CatalogConfig
+from ...catalog.cleaning import bounded_raw
+from ...catalog.readers import table_format
+from ...catalog.validate import LINES_COLUMN
+from ...config import CatalogConfig
 from .commit import COLUMNS
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ REASON_CHARS = 300  # bound on a stage-failure reason (the exception text can be
 
 def failure_reason(exc: BaseException) -> str:
     """``featurize failed: UnicodeEncodeError: ...``: the stage and the error class, one bounded line."""
-    from ..classifier import StageError
+    from ...classifier import StageError
 
     text = str(exc) if isinstance(exc, StageError) else f"predict failed: {type(exc).__name__}: {exc}"
     return bounded_raw(" ".join(text.split()), REASON_CHARS)

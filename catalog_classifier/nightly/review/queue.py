@@ -14,10 +14,11 @@ Order, in short:
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 
 import numpy as np
 import pandas as pd
+
+from ...catalog.cleaning import title_key
 
 AUDIT = "audit"
 ITEM_COLUMNS = ("title", "description", "brand", "image", "domain", "url", "price")
@@ -27,14 +28,6 @@ QUEUE_COLUMNS = (
     "price", "category", "confidence", "margin", "top1", "top1_proba", "top2", "top2_proba", "top3",
     "top3_proba", "status", "rule_id", "image_issue", "duplicates", "model_name", "model_version", "run_id",
 )
-
-
-def title_key(title) -> str:
-    """Near-duplicate key: NFKC, case-folded, letters only (digits, sizes, punctuation dropped)."""
-    if not isinstance(title, str):
-        return ""
-    t = unicodedata.normalize("NFKC", title).casefold()
-    return "".join(ch for ch in t if ch.isalpha())
 
 
 def audit_sample(item_ids: pd.Series, rate: float, seed: int) -> pd.Series:

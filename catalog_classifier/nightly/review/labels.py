@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io_utils import atomic_write_table
+from ...io_utils import atomic_write_table
 from .label_files import LabelImportError, read_label_file
-from .locks import file_lock
+from ...io_utils import file_lock
 
 STORE_COLUMNS = ["item_id", "label", "source", "time", "imported_at", "annotator", "file"]
 _TS = "datetime64[us, UTC]"

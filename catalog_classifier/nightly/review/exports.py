@@ -38,10 +38,10 @@ from xml.sax.saxutils import quoteattr
 
 import pandas as pd
 
-from ..config import ReviewExportConfig
-from ..features.images import resolve_image_path
-from ..io_utils import atomic_write_json, atomic_write_table, atomic_write_text
-from ..preflight import OperatorError
+from ...config import ReviewExportConfig
+from ...features.images import resolve_image_path
+from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text
+from ...preflight import OperatorError
 
 log = logging.getLogger(__name__)
 PREDICTION_ATTRIBUTE = "predicted-category"

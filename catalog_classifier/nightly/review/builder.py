@@ -1,4 +1,4 @@
-"""End of a night: the review queue and its exports (nightly.queue / nightly.exports).
+"""End of a night: the review queue and its exports (review.queue / review.exports).
 
 The item text is not kept while predicting (memory stays bounded by the chunk), so the
 catalog is streamed a second time here. Only what the queue needs is kept: the title of
@@ -8,31 +8,22 @@ rows that can enter the queue (review rows and the audit sample).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..config import Config
+from ...config import Config
+from .exports import export_review_queue
+from .queue import ITEM_COLUMNS, audit_sample, build_review_queue
 
-log = logging.getLogger(__name__)
 REVIEW_DIR = "review"
-_OPTIONAL_MODULES = ("catalog_classifier.nightly.queue", "catalog_classifier.nightly.exports")
 
 
 def build_queue(pred: pd.DataFrame, stream, out_dir: Path, cfg: Config, clf=None,
                 created_at: str | None = None) -> dict[str, Any]:
     """Build and export tonight's review queue; returns a summary for the report."""
-    try:
-        from .exports import export_review_queue
-        from .queue import ITEM_COLUMNS, audit_sample, build_review_queue
-    except ModuleNotFoundError as e:  # pragma: no cover - only while the queue module is missing
-        if e.name not in _OPTIONAL_MODULES:
-            raise
-        log.warning("review queue not built: %s is missing", e.name)
-        return {"error": f"review queue not built: module {e.name} is missing"}
     n = cfg.nightly
     live = pred[pred["status"].astype(object) != "rejected"].reset_index(drop=True)
     accepted = live[live["status"].astype(object) == "accepted"]

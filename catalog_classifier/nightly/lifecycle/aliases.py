@@ -13,8 +13,8 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import Config
-from .locks import file_lock
+from ...config import Config
+from ...io_utils import file_lock
 
 
 class LifecycleError(RuntimeError):
@@ -24,7 +24,7 @@ class LifecycleError(RuntimeError):
 def client(cfg: Config):
     from mlflow import MlflowClient
 
-    from ..tracking import setup
+    from ...tracking import setup
 
     setup(cfg.tracking)  # same store, experiment and artifact root as training
     return MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)

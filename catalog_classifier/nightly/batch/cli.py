@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from ...config import DEFAULT_MODEL_URI
+
 
 def summary_line(res) -> str:
     """The one JSON line a finished (or skipped) night prints on stdout."""
@@ -30,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def nightly(
         catalog: Path = typer.Option(..., help="tonight's catalog file (CSV, JSON lines or Parquet)"),
         out: Optional[Path] = typer.Option(None, help="the night's folder (default: nightly.out_dir/<today>)"),
-        model: str = typer.Option("models:/catalog-classifier@champion", help="model dir or MLflow model URI"),
+        model: str = typer.Option(DEFAULT_MODEL_URI, help="model dir or MLflow model URI"),
         force: bool = typer.Option(False, "--force", help="recompute a finished night / replace another night"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="run config (default: the model's)"),
         previous: Optional[Path] = typer.Option(None, help="night folder to compare drift against "
@@ -53,8 +55,8 @@ def register(app: typer.Typer) -> None:
             None, help="s3:// prefix the image root is mirrored under (Ground Truth source-ref)"),
     ):
         """Categorize tonight's catalog: resumable, every row exactly once, review queue, drift report."""
-        from ..preflight import operator_errors
-        from .runner import nightly_command
+        from ...preflight import operator_errors
+        from .job import nightly_command
 
         with operator_errors():
             limit_threads()

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import Config
-from . import lifecycle
-from .labels import current_labels, labeled_items, read_store, to_utc
-from .queue import title_key
+from ...config import Config
+from . import aliases
+from ..review.labels import current_labels, labeled_items, read_store, to_utc
+from ...catalog.cleaning import title_key
 
 
 @dataclass
@@ -38,12 +38,12 @@ class RetrainResult:
 
 def champion_record(cfg: Config) -> dict:
     """Version, run, training time and recorded score of the current champion."""
-    version = lifecycle.current_champion(cfg)
+    version = aliases.current_champion(cfg)
     if version is None:
-        raise lifecycle.LifecycleError(
+        raise aliases.LifecycleError(
             f"{cfg.tracking.registered_model} has no '{cfg.lifecycle.alias}' alias: train a model first "
             "(or `catalog-classifier models promote VERSION`)")
-    c = lifecycle.client(cfg)
+    c = aliases.client(cfg)
     mv = c.get_model_version(cfg.tracking.registered_model, str(version))
     tags = dict(mv.tags or {})
     trained = to_utc(tags["trained_at"] if tags.get("trained_at") else
@@ -91,8 +91,8 @@ def retrain(cfg: Config, catalog_items: pd.DataFrame, image_root: str | None = N
             store: str | Path | None = None, force: bool = False, out_dir: str | Path | None = None,
             cache_dir: str | Path = ".cache/models", progress: bool = False, say=print) -> RetrainResult:
     """Judge the champion on fresh labels; train, compare and maybe promote a challenger."""
-    from ..classifier import CatalogClassifier
-    from ..tracking import load_model
+    from ...classifier import CatalogClassifier
+    from ...tracking import load_model
 
     lc, metric = cfg.lifecycle, cfg.lifecycle.metric
     champ = champion_record(cfg)
@@ -156,7 +156,7 @@ def retrain(cfg: Config, catalog_items: pd.DataFrame, image_root: str | None = N
             v, figures=fig))
     reason = (f"retrain: champion v{v} {metric} {score:.4f} on {len(fresh_items)} fresh labels ({why}); "
               f"challenger {b:.4f} vs champion {a:.4f} on {len(hi)} held-out labels (margin {lc.margin})")
-    lifecycle.promote(cfg, info["version"], reason=reason, action="retrain")
+    aliases.promote(cfg, info["version"], reason=reason, action="retrain")
     return _finish(cfg, RetrainResult("promoted", 0, f"promoted challenger v{info['version']}: {reason}", v,
                                       info["version"], figures=fig))
 
@@ -170,8 +170,8 @@ def _degradation(score: float, recorded: float | None, lc) -> str:
 
 
 def _log_challenger(cfg: Config, clf, model_dir: Path, m: dict, fig: dict, register: bool) -> dict:
-    from ..tracking import log_model_version
-    from ..training import oof_metrics
+    from ...tracking import log_model_version
+    from ...training import oof_metrics
 
     metrics = {k: m[k] for k in ("accuracy", "macro_f1", "coverage", "precision_accepted") if k in m}
     metrics.update({f"holdout_{k}": v for k, v in metrics.items()})
@@ -186,7 +186,7 @@ def _log_challenger(cfg: Config, clf, model_dir: Path, m: dict, fig: dict, regis
 def _finish(cfg: Config, res: RetrainResult) -> RetrainResult:
     """One MLflow run per retrain check: the decision, the figures, the message."""
     if cfg.tracking.enabled:
-        from ..tracking import setup
+        from ...tracking import setup
 
         mlflow = setup(cfg.tracking, experiment=cfg.tracking.experiment + "-retrain")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io_utils import unescape_cell
+from ...io_utils import unescape_cell
 from .exports import CONTROL_NAME
 
 COLUMNS = ["item_id", "label", "time", "annotator", "origin"]

@@ -1,6 +1,6 @@
 """The nightly job on Ray Data (``nightly --engine ray``): same chunks, same parts, actors.
 
-    driver     read, validate and de-duplicate the catalog chunk by chunk (runner.plan_chunks,
+    driver     read, validate and de-duplicate the catalog chunk by chunk (plan.plan_chunks,
                the local engine's own pass); each pending chunk's items go to the object
                store as one block, ``ray.window_chunks`` chunks at a time (one Ray Data run
                per window, so the object store holds one window and parts commit before
@@ -23,7 +23,6 @@ import functools
 import io
 import logging
 import os
-import signal
 import tarfile
 import tempfile
 from pathlib import Path
@@ -32,17 +31,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import Config
-from .chunks import assemble_rows, score_items
-from .commit import write_part
-from .manifest import NightlyError
+from ....config import Config
+from ..chunks import assemble_rows, score_items
+from ..manifest import NightlyError
+from ..plan import ChunkPlan, commit_chunk, model_stamp, plan_chunks, serve_image
 
 log = logging.getLogger(__name__)
 CHUNK, EMB, IMG_ISSUE = "_chunk", "_embedding", "_image_issue"
-# Test hook: "<image|score>:<n>:<marker file>" makes the first actor of that stage that
-# reaches its n-th batch SIGKILL itself (once per marker file), as a crashed worker would.
-KILL_ENV = "CATALOG_CLASSIFIER_RAY_KILL"
-_FORWARD_ENV = (KILL_ENV, "CATALOG_CLASSIFIER_THREADS", "CATALOG_CLASSIFIER_LOG")
+_FORWARD_ENV = ("CATALOG_CLASSIFIER_THREADS", "CATALOG_CLASSIFIER_LOG")
 
 
 def require_ray():
@@ -80,27 +76,13 @@ def _unpack_model(blob: bytes) -> Path:
     return final / "model"
 
 
-def _maybe_die(stage: str, calls: int) -> None:
-    spec = os.environ.get(KILL_ENV, "")
-    parts = spec.split(":", 2)
-    if len(parts) != 3 or parts[0] != stage or calls != int(parts[1]):
-        return
-    try:
-        os.close(os.open(parts[2], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return  # already died once for this marker
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 class _Actor:
     """Loads the model once per actor; serving settings as the driver's run config has them."""
-
-    stage = ""
 
     def __init__(self, model_blob: bytes, serve_image: dict, image_root: str | None, threads: float):
         import torch
 
-        from ..classifier import CatalogClassifier
+        from ....classifier import CatalogClassifier
 
         torch.set_num_threads(max(1, int(threads)))
         if not isinstance(model_blob, bytes):  # an ObjectRef: fetched once per actor
@@ -110,18 +92,13 @@ class _Actor:
         self.clf = CatalogClassifier.load(_unpack_model(model_blob))
         self.clf.config = self.clf.config.with_overrides(image=serve_image)
         self.image_root = image_root
-        self.calls = 0
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        _maybe_die(self.stage, self.calls)
-        self.calls += 1
         return self.process(batch)
 
 
 class EmbedActor(_Actor):
     """Image decode + CNN embedding (through the shared embedding cache)."""
-
-    stage = "image"
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         items = batch.reset_index(drop=True)
@@ -134,8 +111,6 @@ class EmbedActor(_Actor):
 
 class ScoreActor(_Actor):
     """Text base models, meta-classifier, thresholds and rules on CPU."""
-
-    stage = "score"
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         items = batch.drop(columns=[c for c in (CHUNK, EMB, IMG_ISSUE) if c in batch]).reset_index(drop=True)
@@ -169,10 +144,13 @@ def _local(path: str | None) -> str | None:
     return str(Path(path).resolve())
 
 
-def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: bool):
-    """runner._run_chunks on Ray Data; returns (reused, computed, n_chunks, n_rows)."""
-    from .runner import ChunkPlan, model_stamp, plan_chunks
+class RayEngine:
+    def run_chunks(self, stream, out_dir: Path, clf, ident, cfg: Config, progress: bool):
+        return run_chunks_ray(stream, out_dir, clf, ident, cfg, progress)
 
+
+def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: bool):
+    """The pending chunks scored on Ray Data; returns (reused, computed, n_chunks, n_rows)."""
     ray, started = connect(cfg)
     try:
         plan = ChunkPlan()
@@ -202,11 +180,7 @@ class _Windows:
         self.windows = self.committed = 0
 
     def commit(self, i: int, scored: pd.DataFrame | None, rejected: pd.DataFrame, n_raw: int) -> None:
-        from .runner import check_rows
-
-        frame = assemble_rows(scored, rejected, self.stamp)
-        check_rows(i, frame, n_raw)
-        write_part(self.out_dir, i, frame)
+        commit_chunk(self.out_dir, i, assemble_rows(scored, rejected, self.stamp), n_raw)
         self.committed += 1
         self.bar.update(1)
 
@@ -228,11 +202,9 @@ class _Windows:
     @functools.cached_property
     def actor_args(self) -> dict:
         """What every actor is built from; the model is packed and put in the object store once."""
-        from .runner import SERVE_IMAGE_KEYS
-
-        serve_image = {k: getattr(self.cfg.image, k) for k in SERVE_IMAGE_KEYS}
-        serve_image["cache_dir"] = _local(self.cfg.image.cache_dir)
-        return {"model_blob": self.ray.put(pack_model(Path(self.clf.model_dir_))), "serve_image": serve_image,
+        image = serve_image(self.cfg)
+        image["cache_dir"] = _local(self.cfg.image.cache_dir)
+        return {"model_blob": self.ray.put(pack_model(Path(self.clf.model_dir_))), "serve_image": image,
                 "image_root": _local(self.cfg.catalog.image_root), "threads": self.cfg.ray.cpus_per_actor}
 
     @functools.cached_property

@@ -1,0 +1,1 @@
+"""Registry aliases with their append-only log, and retrain -> compare -> promote or alert."""
