@@ -84,9 +84,9 @@ def _warm_up_text(clf) -> None:
 def _preload(clf, cfg) -> None:
     """Load the runtime the night will serve with (as the night itself would, same settings) before
     the clock starts: nights of one process share it, and its load is ``model_load_s``."""
-    from catalog_classifier.nightly.runner import SERVE_IMAGE_KEYS
+    from catalog_classifier.nightly.batch.plan import serve_image
 
-    clf.config = clf.config.with_overrides(image={k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS})
+    clf.config = clf.config.with_overrides(image=serve_image(cfg))
     clf._embedder(cfg.catalog.image_root).model
 
 
