@@ -51,7 +51,7 @@ def matmul_peak(n: int = 2048, repeats: int = 3) -> dict:
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     out = {"n": n, "torch_gflops": round(_best_rate(lambda x: x @ b, a, n, repeats), 1)}
     try:
-        from catalog_classifier.features.runtimes import CompiledModule
+        from catalog_classifier.features.openvino_cpu import CompiledModule
 
         out["openvino_gflops"] = round(_best_rate(CompiledModule(_MatMul(b), a[:2]), a, n, repeats), 1)
     except ImportError:

@@ -134,7 +134,7 @@ def test_compiled_module_runs_the_char_cnn_as_torch_does():
     """The helper the text models can use: a char-CNN over real demo texts, any batch size."""
     import pandas as pd
 
-    from catalog_classifier.features.runtimes import CompiledModule
+    from catalog_classifier.features.openvino_cpu import CompiledModule
     from catalog_classifier.features.text import CharVocab
     from catalog_classifier.models.char_cnn import CharCNN
 

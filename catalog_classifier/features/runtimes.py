@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 
 import numpy as np
@@ -24,13 +23,13 @@ import torch
 from torch import nn
 
 from catalog_classifier.config import ImageConfig
+from catalog_classifier.features.openvino_cpu import cpu_config
 from catalog_classifier.features.backbone import (
     _arch, file_sha256, load_backbone, resolve_precision, resolve_runtime, torch_forward,
 )
 
 log = logging.getLogger(__name__)
 EXPORT_VERSION = "pooled-v1"  # bump when what the exported graph computes changes
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
 class _Pooled(nn.Module):
@@ -111,45 +110,10 @@ def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | Non
     return xml
 
 
-def ov_threads() -> int:
-    """torch's thread setting (the nightly job and the Ray actors set it), capped by CATALOG_CLASSIFIER_THREADS."""
-    env = os.environ.get("CATALOG_CLASSIFIER_THREADS")
-    return max(1, min(torch.get_num_threads(), int(env)) if env else torch.get_num_threads())
-
-
 def compile_openvino(cfg: ImageConfig, precision: str, module: nn.Module | None = None):
     import openvino as ov
 
-    threads = ov_threads()
-    config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_NUM_THREADS": threads}
-    return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", config)
-
-
-class CompiledModule:
-    """A small torch module (e.g. the char-CNN) compiled in memory for OpenVINO's CPU plugin.
-
-    Same call as the module on one input tensor, float32 output as a torch tensor; at fp32
-    the outputs equal torch's within float rounding (tests/test_runtime.py). One infer request,
-    so calls from several threads take turns.
-    """
-
-    def __init__(self, module: nn.Module, example: torch.Tensor, precision: str = "fp32"):
-        import openvino as ov
-
-        shape = [-1, *example.shape[1:]]  # any batch size
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = ov.convert_model(module.eval(), example_input=example, input=[shape])
-        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": ov_threads()}
-        self._request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
-        self._lock = threading.Lock()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with self._lock:
-            out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
-            return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+    return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", cpu_config(precision))
 
 
 def load_runtime(cfg: ImageConfig, module: nn.Module | None = None):

@@ -137,7 +137,7 @@ class CharCNNClassifier(BaseModel):
             return lambda xb: net(xb.to(device)).float()
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
-            from ..features.runtimes import CompiledModule
+            from ..features.openvino_cpu import CompiledModule
 
             example = torch.ones((2, self.seq_len_), dtype=torch.int64)
             compiled = self._compiled = CompiledModule(self.net_.cpu().eval(), example)
