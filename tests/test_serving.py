@@ -111,7 +111,7 @@ def test_logged_model_carries_code_signature_params_and_a_raw_example(served):
     params = json.loads(meta["signature"]["params"])
     assert [(p["name"], p["type"], p["default"]) for p in params] == [("image_root", "string", None)]
     assert meta["signature"]["inputs"] is None  # the product's own reading rules are the contract
-    assert (d / "code" / "catalog_classifier" / "nightly" / "chunks.py").is_file()
+    assert (d / "code" / "catalog_classifier" / "nightly" / "batch" / "chunks.py").is_file()
     assert (d / "code" / "stacking" / "stack.py").is_file()
     example = json.loads((d / meta["saved_input_example_info"]["serving_input_path"]).read_text())
     assert {"uniq_id", "product_name", "product_category_tree", "image"} <= set(example["dataframe_split"]["columns"])
