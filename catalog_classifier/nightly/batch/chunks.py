@@ -141,6 +141,7 @@ def score_items(clf, items: pd.DataFrame, image_root: str | None, embeddings=Non
     """
     def score(lo: int, hi: int) -> list[pd.DataFrame]:
         part = items.iloc[lo:hi].reset_index(drop=True)
+        lines = part[LINES_COLUMN].to_numpy() if LINES_COLUMN in part else None
         try:
             pred = clf.predict(part, image_root=image_root, progress=False,
                                embeddings=None if embeddings is None else embeddings[lo:hi],
@@ -152,10 +153,9 @@ def score_items(clf, items: pd.DataFrame, image_root: str | None, embeddings=Non
             reason = failure_reason(e)
             log.warning("row %s rejected: %s", part["row"].iloc[0], reason)
             return [pd.DataFrame({"item_id": part["item_id"].to_numpy(), "status": "rejected",
-                                  "reason": reason, "row": part["row"].to_numpy(),
-                                  LINES_COLUMN: part[LINES_COLUMN].to_numpy()})]
+                                  "reason": reason, "row": part["row"].to_numpy(), LINES_COLUMN: lines})]
         pred["row"] = part["row"].to_numpy()
-        pred[LINES_COLUMN] = part[LINES_COLUMN].to_numpy() if LINES_COLUMN in part else None
+        pred[LINES_COLUMN] = lines
         return [pred]
 
     frames = score(0, len(items))
