@@ -102,7 +102,7 @@ class HybridCharNet(nn.Module):
 @register("char_cnn")
 class CharCNNClassifier(BaseModel):
     def __init__(self, max_len: int = 384, max_vocab: int = 300, min_char_count: int = 2,
-                 embed_dim: int = 32, filters: int = 64, kernel_sizes: tuple[int, ...] = (3, 5),
+                 embed_dim: int = 32, filters: int = 0, kernel_sizes: tuple[int, ...] = (3, 5),
                  buckets: int = 262_144, ngram_dim: int = 64, min_n: int = 2, max_n: int = 5,
                  word_ngrams: int = 2, max_ngrams: int = 512,
                  dropout: float = 0.1, epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
