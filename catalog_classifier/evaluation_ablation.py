@@ -21,9 +21,8 @@ import pandas as pd
 from stacking import route, select_thresholds
 
 from .classifier import CatalogClassifier
+from .report_table import ABLATION_PREFIX as PREFIX
 from .reporting import classification_metrics
-
-PREFIX = "stack_without_"
 
 
 def ablation_name(base: str) -> str:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 ORDER = {"stack": 0, "linear_text": 1, "text": 2, "image": 3, "tfidf_lr": 4}
-ABLATION_PREFIX = "stack_without_"  # evaluation_ablation.PREFIX (kept import-free: a plain renderer)
+ABLATION_PREFIX = "stack_without_"  # the ablation records' model names (evaluation_ablation)
 
 
 def _f(v, digits=3):

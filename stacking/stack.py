@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -144,7 +144,7 @@ class StackedClassifier:
             raise ValueError("a stack needs at least one base model")
         keep = [n for n in self.base_models_ if n not in drop]
         new = StackedClassifier({n: self.estimators[n] for n in keep if n in self.estimators},
-                                StackParams(**vars(self.params)), self.progress, self.num_threads, self.phase)
+                                replace(self.params), self.progress, self.num_threads, self.phase)
         new.n_classes_, new.fold_ = self.n_classes_, self.fold_
         new.base_oof_ = {n: self.base_oof_[n] for n in keep}
         new.base_models_ = {n: self.base_models_[n] for n in keep}
