@@ -38,6 +38,8 @@ class CatalogConfig:
 
 IMAGE_RUNTIMES = ("auto", "torch", "openvino")
 IMAGE_PRECISIONS = ("auto", "fp32", "bf16")
+# the ImageNet backbones with offline weights (features/backbone.py BACKBONES; timm's tf_ names too)
+IMAGE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass
@@ -65,6 +67,8 @@ class ImageConfig:
     def __post_init__(self):
         if self.runtime not in IMAGE_RUNTIMES:
             raise ValueError(f"image.runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.runtime!r}")
+        if self.backbone not in IMAGE_BACKBONES and self.backbone.removeprefix("tf_") not in IMAGE_BACKBONES:
+            raise ValueError(f"image.backbone must be one of {', '.join(IMAGE_BACKBONES)}, got {self.backbone!r}")
         if self.precision not in IMAGE_PRECISIONS:
             raise ValueError(f"image.precision must be one of {', '.join(IMAGE_PRECISIONS)}, got {self.precision!r}")
 

@@ -71,8 +71,12 @@ def test_cache_and_export_keys_carry_the_backbone():
     assert len({export_path(c, "fp32") for c in cfgs}) == 3
     # the same weights at another input size are another feature extractor too
     assert backbone_key(ImageConfig(device="cpu", image_size=240)) != backbone_key(cfgs[0])
-    with pytest.raises(ValueError, match="unsupported image backbone"):
-        backbone_key(ImageConfig(device="cpu", backbone="efficientnet_lite9"))
+    with pytest.raises(ValueError, match="image.backbone must be one of"):
+        Config.from_dict({"image": {"backbone": "efficientnet_lite9"}})  # at config load
+    from catalog_classifier.config import IMAGE_BACKBONES
+    from catalog_classifier.features.backbone import BACKBONES
+
+    assert set(BACKBONES) == set(IMAGE_BACKBONES)
 
 
 def test_openvino_fp32_reproduces_torch_features(module, batch):
