@@ -113,7 +113,7 @@ def run(spec: dict) -> dict:
     from catalog_classifier.classifier import CatalogClassifier
     from catalog_classifier.config import load_config
     from catalog_classifier import events
-    from catalog_classifier.features.backbone import load_backbone, resolve_precision
+    from catalog_classifier.features.backbone import input_size, load_backbone, resolve_precision
     from catalog_classifier.features.embeddings import EmbeddingCache
     from catalog_classifier.features.runtimes import TorchRuntime
 
@@ -142,10 +142,10 @@ def run(spec: dict) -> dict:
         from .gpu import gpu_decode_pipeline
 
         gpu_pipeline = gpu_decode_pipeline(torch_module, refs, image_root, base.image.batch_size,
-                                           base.image.image_size)
+                                           input_size(base.image))
     roofline = None
     if not device.startswith("cuda"):
-        roofline = {"gflop_per_image": round(gflop_per_image(torch_module, base.image.image_size), 4),
+        roofline = {"gflop_per_image": round(gflop_per_image(torch_module, input_size(base.image)), 4),
                     **matmul_peak(1024 if spec.get("quick") else 2048)}
 
     runs = []

@@ -94,6 +94,13 @@ class CatalogClassifier:
         return Passthrough(dense, list(FEATURES), list(CATEGORICAL),
                            self.tokenizer_.counts(list(X.titles)), self.tokenizer_.names())
 
+    def passthrough(self, items: pd.DataFrame, image_root: str | None = None,
+                    embeddings: np.ndarray | None = None) -> Passthrough:
+        """The meta layer's passthrough features of these items, built as fit and predict
+        build them (e.g. to re-fit the meta layer with ``stack_.without``)."""
+        X, _ = self.inputs(items, image_root, embeddings=embeddings)
+        return self._passthrough(items, X)
+
     @property
     def base_names(self) -> list[str]:
         names = list(self.config.stack.base_models)

@@ -115,6 +115,9 @@ def evaluate(
     protocol: str = typer.Option("nested", help="nested: every outer fold trains the whole product "
                                  "(honest, K+1 fits per fold); oof: score one fit's own out-of-fold "
                                  "layer (one fit; for large catalogs)"),
+    ablation: bool = typer.Option(True, "--ablation/--no-ablation",
+                                  help="also score the stack without each base model (meta layer re-fitted "
+                                  "on the same folds; base models not retrained)"),
 ):
     """Stratified, grouped K-fold CV of the stack, each base model and the TF-IDF peer."""
     if protocol not in ("nested", "oof"):
@@ -127,7 +130,8 @@ def evaluate(
         if inner_folds:
             cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
         cat = _read(catalog, cfg)
-    out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow, protocol)
+    out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow, protocol,
+                              ablation)
     typer.echo(json.dumps(out, indent=2))
 
 

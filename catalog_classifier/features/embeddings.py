@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from catalog_classifier import events
 from catalog_classifier.config import CatalogConfig, ImageConfig
 from catalog_classifier.features.backbone import (
-    EMBED_DIM, backbone_key, build_transform, embed_forward,
+    EMBED_DIM, backbone_key, build_transform, embed_forward, input_size,
 )
 from catalog_classifier.features.images import CORRUPT, decode_image, read_image_bytes
 from catalog_classifier.features.runtimes import load_runtime
@@ -154,7 +154,7 @@ class ImageEmbedder:
         self.prefetch = prefetch or 2 * cfg.batch_size
         self.key = backbone_key(cfg)
         self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
-        self._transform = build_transform(cfg.image_size)
+        self._transform = build_transform(input_size(cfg))
         self._given = model
         self._model = None
 
@@ -172,7 +172,7 @@ class ImageEmbedder:
         return read_image_bytes(ref, self.image_root, self.max_bytes)
 
     def _decode(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
-        img, reason = decode_image(data, self.max_pixels, draft_size=self.cfg.image_size)
+        img, reason = decode_image(data, self.max_pixels, draft_size=input_size(self.cfg))
         if img is None:
             return None, reason
         try:

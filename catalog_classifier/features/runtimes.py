@@ -25,7 +25,7 @@ from torch import nn
 from catalog_classifier.config import ImageConfig
 from catalog_classifier.features.openvino_cpu import cpu_config
 from catalog_classifier.features.backbone import (
-    _arch, file_sha256, load_backbone, resolve_precision, resolve_runtime, torch_forward,
+    _arch, file_sha256, input_size, load_backbone, resolve_precision, resolve_runtime, torch_forward,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class OpenVINORuntime:
 def export_identity(cfg: ImageConfig, precision: str) -> dict:
     import openvino
 
-    return {"arch": _arch(cfg.backbone), "weights_sha256": file_sha256(cfg), "image_size": cfg.image_size,
+    return {"arch": _arch(cfg.backbone), "weights_sha256": file_sha256(cfg), "image_size": input_size(cfg),
             "runtime": "openvino", "precision": precision, "openvino": openvino.__version__,
             "export": EXPORT_VERSION}
 
@@ -89,7 +89,7 @@ def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | Non
 
     os.makedirs(cfg.export_dir, exist_ok=True)
     module = module if module is not None else load_backbone(cfg)
-    size = cfg.image_size
+    size = input_size(cfg)
     tmp = tempfile.mkdtemp(dir=cfg.export_dir, prefix=".export-")
     try:
         with warnings.catch_warnings():  # tracing warnings from timm's TF-"same" padding
