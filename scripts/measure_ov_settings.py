@@ -4,6 +4,21 @@ One process, interleaved repeats, medians of img/s on the same pre-decoded batch
 demo images; the machine is shared, so only ratios measured in one run mean anything.
 
     CATALOG_CLASSIFIER_THREADS=2 PYTHONPATH=. .venv/bin/python scripts/measure_ov_settings.py [N] [REPEATS]
+
+Run 2026-12-01 on the 2-core dev machine under heavy load from other work (load average
+~15, so absolute img/s were ~21, an eighth of the idle figure; only the ratios mean
+anything), 256 images, 5 interleaved repeats, order reversed every other repeat, median
+ratio to the product's setting (LATENCY hint, INFERENCE_NUM_THREADS=2, dynamic batch,
+sync infer): no thread setting 0.99, static [32,3,224,224] 1.02, static + zero-copy
+in/out 1.06, CPU pinning off 1.06, THROUGHPUT 1 stream + AsyncInferQueue(2) 0.89,
+THROUGHPUT 2 streams + AsyncInferQueue(2) 0.98 (static 1.01), right after a torch
+forward in the same process 0.91. Single repeats spread +-20%, so none of these is
+a lever; every variant's features were cosine >= 0.9999999 to torch (fp32 kept).
+What bounds the forward pass is arithmetic: 0.768 GFLOP/image against the bench's
+measured fp32 GEMM peak of 176 GFLOP/s allows at most ~229 img/s on these two cores at
+100% of peak; the committed 160 img/s is 0.70 of it. The 294 img/s fp32 quoted in
+issue 13 would be 226 GFLOP/s, above this CPU's fp32 peak, so it cannot have been
+fp32 on two cores at this clock.
 """
 from __future__ import annotations
 
