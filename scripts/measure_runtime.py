@@ -11,6 +11,7 @@ Two runs on the 2-core dev machine under heavy load from other work (load averag
 medians, ratios only: OpenVINO fp32 / torch eager forward 8.2x and 8.9x; cold embedding
 OpenVINO / torch 5.3x and 4.8x; OpenVINO cold / OpenVINO forward 0.89 and 1.06; decode +
 letterbox alone ~15x the OpenVINO forward rate. Under that load single ratios move ~30%.
+OpenVINO's compile and infer settings side by side: scripts/measure_ov_settings.py.
 """
 from __future__ import annotations
 

@@ -112,6 +112,19 @@ def test_cache_never_recomputes_unchanged_images(cfg, model, demo_files, tmp_pat
     np.testing.assert_array_equal(third.vectors[0], first.vectors[3])
 
 
+def test_a_failed_cache_write_fails_the_call(model, demo_files, tmp_path):
+    """Cache writes run on a writer thread; their failure must still reach the caller."""
+    icfg = ImageConfig(device="cpu", cache_dir=str(tmp_path / "cache"), batch_size=2)
+    emb = ImageEmbedder(icfg, model=model)
+
+    def disk_full(vectors):
+        raise OSError("No space left on device")
+
+    emb.cache.put_many = disk_full
+    with pytest.raises(OSError, match="No space left"):
+        emb.embed([str(f) for f in demo_files[:4]])
+
+
 def test_identical_bytes_in_one_call_are_computed_once(model, demo_files, tmp_path):
     icfg = ImageConfig(device="cpu", cache_dir="")  # no disk cache at all
     refs = [str(demo_files[0]), str(demo_files[1]), str(demo_files[0])]

@@ -129,9 +129,11 @@ class ImageEmbedder:
     runtime from runtimes.load_runtime) may be passed in; a module is wrapped in the
     configured runtime, so its vectors match the cache key.
 
-    Decoding and letterboxing run in a thread pool ahead of the forward pass, at most
-    ``prefetch`` images in flight (default two batches): the CNN never waits for a whole
-    chunk to decode, and memory stays bounded.
+    Reading, hashing, decoding and letterboxing run in a thread pool ahead of the forward
+    pass, at most ``prefetch`` images in flight (default two batches): the CNN never waits for
+    a whole chunk to decode, and memory stays bounded. Cache writes go to one writer thread
+    (SQLite and the file layout wait on I/O, not on the CPU), so the next batch's forward pass
+    runs while the last one is stored; ``embed`` returns once every write has finished.
     """
 
     embedding_dim = EMBED_DIM
@@ -171,6 +173,11 @@ class ImageEmbedder:
     def _read(self, ref):
         return read_image_bytes(ref, self.image_root, self.max_bytes)
 
+    def _read_hashed(self, ref) -> tuple[bytes | None, str | None, str | None]:
+        """(bytes, reason, sha256 hex): hashed in the pool thread (hashlib releases the GIL)."""
+        data, reason = self._read(ref)
+        return data, reason, None if data is None else hashlib.sha256(data).hexdigest()
+
     def _decode(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
         img, reason = decode_image(data, self.max_pixels, draft_size=input_size(self.cfg))
         if img is None:
@@ -188,9 +195,9 @@ class ImageEmbedder:
         )
         run = _Run()
         chunk = max(4 * self.cfg.batch_size, 64)  # bounds the bytes held in memory
-        with events.stage("image.embed", images=n), ThreadPoolExecutor(self.workers) as pool, tqdm(
-            total=n, disable=not progress, unit="img", desc="image embeddings"
-        ) as bar:
+        with events.stage("image.embed", images=n), ThreadPoolExecutor(self.workers) as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="embedding-cache") as run.writer, tqdm(
+                    total=n, disable=not progress, unit="img", desc="image embeddings") as bar:
             for start in range(0, n, chunk):
                 rows = range(start, min(n, start + chunk))
                 for i, digest, data in self._lookup_chunk(refs, rows, pool, res, run):
@@ -201,6 +208,8 @@ class ImageEmbedder:
             while run.inflight:
                 self._collect(run, res)
             self._flush(run, res)
+            for write in run.writes:  # a failed write fails the call, as it did in line
+                write.result()
         for i in run.repeats:  # identical bytes seen earlier in this call: that row's outcome
             digest = res.digests[i]
             if digest in run.done:
@@ -213,11 +222,10 @@ class ImageEmbedder:
     def _lookup_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> list[tuple[int, str, bytes]]:
         """Read and hash a chunk; serve cache hits; return the distinct new images to decode."""
         pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
-        for i, (data, reason) in zip(rows, pool.map(self._read, [refs[i] for i in rows])):
+        for i, (data, reason, digest) in zip(rows, pool.map(self._read_hashed, [refs[i] for i in rows])):
             if data is None:
                 res.reasons[i] = reason
                 continue
-            digest = hashlib.sha256(data).hexdigest()
             res.digests[i] = digest
             if digest in run.seen or digest in pending:
                 run.repeats.append(i)
@@ -254,8 +262,11 @@ class ImageEmbedder:
             res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
         res.n_computed += len(part)
         if self.cache is not None:
-            with events.stage("image.cache"):
-                self.cache.put_many({d: res.vectors[i] for i, d, _ in part})
+            run.writes.append(run.writer.submit(self._store, {d: feats[k] for k, (_, d, _) in enumerate(part)}))
+
+    def _store(self, vectors: dict[str, np.ndarray]) -> None:
+        with events.stage("image.cache", writes=len(vectors)):
+            self.cache.put_many(vectors)
 
 
 @dataclass
@@ -268,3 +279,5 @@ class _Run:
     repeats: list[int] = field(default_factory=list)  # rows repeating an earlier row's bytes
     inflight: deque = field(default_factory=deque)  # (row, digest, decode future), oldest first
     batch: list = field(default_factory=list)  # decoded, waiting for the forward pass
+    writer: ThreadPoolExecutor | None = None  # the one cache-writer thread of this call
+    writes: list = field(default_factory=list)  # its pending put_many futures

@@ -49,5 +49,5 @@ class CompiledModule:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            out = self._request.infer({0: np.ascontiguousarray(x.numpy())})
+            out = self._request.infer({0: np.ascontiguousarray(x.numpy())}, share_inputs=True, share_outputs=True)
             return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))

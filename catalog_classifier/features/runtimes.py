@@ -62,7 +62,9 @@ class OpenVINORuntime:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.float32)
-        out = self._request.infer({0: x})  # releases the GIL: decode threads keep running
+        # releases the GIL: decode threads keep running. The input is read in place and the
+        # output copied once out of the request's own buffer (the next call overwrites it).
+        out = self._request.infer({0: x}, share_inputs=True, share_outputs=True)
         return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
 
 
