@@ -23,6 +23,7 @@ from stacking import route, select_thresholds
 
 from .classifier import CatalogClassifier
 from .config import Config
+from .evaluation_hier import crossfit_store
 from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts, fill_missing
 from .models.peers import TfidfLR
 
@@ -79,6 +80,8 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     s = config.stack
     accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence,
                                    s.precision_shrinkage) for t in TARGETS}
+    hier = crossfit_store(labels, y, proba["stack"], fold, TARGETS, s) if s.hierarchical else {}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
-                   time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL)
+                   time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL, hier=hier,
+                   risk_delta=s.risk_delta)
     return res, clf
