@@ -63,6 +63,8 @@ def route_items(items: pd.DataFrame, proba: np.ndarray, labels: list[str], leaf_
     force_rev = (fired["rule_action"] == "review").to_numpy()
     forced = fired.loc[force_cat, "rule_category"].to_numpy()
     out.loc[force_cat, "category"] = forced
+    out.loc[force_cat, "confidence"] = leaf_conf[force_cat]  # as before the climb: the leaf guess's
+    out.loc[force_cat, "threshold"] = thr[pred][force_cat]
     out.loc[force_cat, "status"] = "accepted"
     out.loc[force_cat, "accepted_depth"] = [path_depth(x) for x in forced]
     out.loc[force_cat, "reason"] = None

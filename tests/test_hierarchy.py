@@ -203,3 +203,18 @@ def test_evaluation_records_carry_the_hierarchical_fields(fitted, tmp_path):
             assert lo <= f["hierarchical_precision_at_095"] <= hi
     paths = save_pictures(res, tmp_path)
     assert (tmp_path / f"flipkart1050_Lleaf_hier_risk_coverage.png") in paths
+
+
+def test_a_bad_level_option_is_one_line_and_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DEMO_CSV, ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "catalog_classifier", "evaluate", "--catalog", str(DEMO_CSV),
+                        "--level", "deep", "--report", str(tmp_path / "e.json"), "--no-log-mlflow"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --level must be a whole number >= 1 or 'leaf', got 'deep'"]
