@@ -175,7 +175,8 @@ def test_set_target_precision_rechooses_ancestor_thresholds(fitted):
     before = clf.hier_.node_thresholds_.copy()
     try:
         clf.set_target_precision(0.8)
-        assert (clf.hier_.node_thresholds_ <= before).all() and (clf.hier_.node_thresholds_ < before).any()
+        # not monotone per node (lower leaf thresholds leave other rows to the ancestors): re-chosen
+        assert clf.hier_.target_precision == 0.8 and not np.array_equal(clf.hier_.node_thresholds_, before)
         clf.set_target_precision(0.8, method="guaranteed")
         assert clf.hier_.method == "guaranteed" and clf.stack_.params.threshold_method == "guaranteed"
         with pytest.raises(ValueError, match="threshold_method"):
