@@ -66,7 +66,7 @@ def route_items(items: pd.DataFrame, proba: np.ndarray, labels: list[str], leaf_
     out.loc[force_cat, "confidence"] = leaf_conf[force_cat]  # as before the climb: the leaf guess's
     out.loc[force_cat, "threshold"] = thr[pred][force_cat]
     out.loc[force_cat, "status"] = "accepted"
-    out.loc[force_cat, "accepted_depth"] = [path_depth(x) for x in forced]
+    out.loc[force_cat, "accepted_depth"] = np.array([path_depth(x) for x in forced], dtype=np.int64)
     out.loc[force_cat, "reason"] = None
     # a forced review is a review of the leaf guess, whatever the climb accepted
     out.loc[force_rev, "category"] = labels[pred][force_rev]
