@@ -175,7 +175,7 @@ def test_save_load_keeps_the_climb_and_an_old_model_routes_flat(fitted, tmp_path
 
 def test_set_target_precision_rechooses_ancestor_thresholds(fitted):
     _, clf, items = fitted
-    before = clf.hier_.node_thresholds_.copy()
+    before, target = clf.hier_.node_thresholds_.copy(), clf.config.stack.target_precision
     try:
         clf.set_target_precision(0.8)
         # not monotone per node (lower leaf thresholds leave other rows to the ancestors): re-chosen
@@ -185,7 +185,7 @@ def test_set_target_precision_rechooses_ancestor_thresholds(fitted):
         with pytest.raises(ValueError, match="threshold_method"):
             clf.set_target_precision(0.8, method="sure")
     finally:
-        clf.set_target_precision(0.95, method="point")
+        clf.set_target_precision(target, method="point")
     np.testing.assert_array_equal(clf.hier_.node_thresholds_, before)
 
 
