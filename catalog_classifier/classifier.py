@@ -17,17 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stacking import Passthrough, StackedClassifier, StackParams, route
+from stacking import Passthrough, StackedClassifier, StackParams
+from stacking.hierarchy import HierarchicalRouter
 
 from . import events
 from . import models as model_registry
 from .catalog.cleaning import title_key
 from .catalog.labels import make_labels
+from .catalog.schema import CATEGORY_SEP
 from .config import Config
 from .features.container import ItemInputs
 from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder, norm_key
 from .features.text import item_texts, normalize_text
 from .features.tokens import TitleTokenizer
+from .routing import route_items
 from .rules import RuleSet
 from .versions import library_versions
 
@@ -154,6 +157,7 @@ class CatalogClassifier:
             oof_pred = list(np.array(self.labels_, dtype=object)[self.stack_.oof_proba_.argmax(1)])
             fired = self.rules.apply(items.reset_index(drop=True), oof_pred)
             self.stack_.set_threshold_rows(fired["rule_action"].isna().to_numpy())
+        self.hier_ = self._fit_hierarchy() if self.config.stack.hierarchical else None
         self.versions_ = library_versions()
         return self
 
@@ -186,41 +190,30 @@ class CatalogClassifier:
             return self.route(items, proba, img_reasons)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
-        labels = np.array(self.labels_, dtype=object)
-        thr = self.stack_.thresholds_
-        pred, conf, accepted = route(proba, thr)
-        top = np.argsort(-proba, axis=1, kind="stable")[:, :3]  # top1 == pred, ties included
-        out = pd.DataFrame({
-            "item_id": items["item_id"].to_numpy(),
-            "category": labels[pred],
-            "confidence": conf.astype(np.float64),
-            "model_category": labels[pred],
-        })
-        for k in range(min(3, proba.shape[1])):
-            out[f"top{k + 1}"] = labels[top[:, k]]
-            out[f"top{k + 1}_proba"] = proba[np.arange(len(proba)), top[:, k]].astype(np.float64)
-        out["threshold"] = thr[pred]
-        out["status"] = np.where(accepted, "accepted", "review")
-        reason = np.where(
-            np.isinf(thr[pred]), "category is never auto-accepted (precision target not reachable)",
-            "confidence below the category's threshold")
-        out["reason"] = np.where(accepted, None, reason).astype(object)
-        out["image_issue"] = list(image_reasons) if image_reasons is not None else None
-        fired = (self.rules or RuleSet([])).apply(items.reset_index(drop=True), list(labels[pred]))
-        out["rule_id"] = fired["rule_id"].to_numpy()
-        force_cat = (fired["rule_action"] == "category").to_numpy()
-        force_rev = (fired["rule_action"] == "review").to_numpy()
-        out.loc[force_cat, "category"] = fired.loc[force_cat, "rule_category"].to_numpy()
-        out.loc[force_cat, "status"] = "accepted"
-        out.loc[force_cat, "reason"] = None
-        out.loc[force_rev, "status"] = "review"
-        out.loc[force_rev, "reason"] = ("rule " + fired.loc[force_rev, "rule_id"].astype(str) + ": "
-                                        + fired.loc[force_rev, "rule_reason"].astype(str)).to_numpy()
-        return out
+        """Route by the climb (deepest accepted category) or, without hierarchy data (models
+        saved before it, ``stack.hierarchical`` off), by the flat per-category thresholds."""
+        hier = getattr(self, "hier_", None) if self.config.stack.hierarchical else None
+        return route_items(items, proba, self.labels_, self.stack_.thresholds_, hier, self.rules, image_reasons)
 
-    def set_target_precision(self, target: float) -> None:
+    def set_target_precision(self, target: float, method: str | None = None) -> None:
+        """Re-choose the thresholds (flat and ancestors) for another target, optionally in
+        another ``stack.threshold_method``, on the stored out-of-fold scores."""
+        if method is not None:
+            StackParams(threshold_method=method)  # the one validation of the value
+            self.stack_.params.threshold_method = method
+            self.config.stack.threshold_method = method
         self.stack_.set_target_precision(target)
         self.config.stack.target_precision = target
+        if getattr(self, "hier_", None) is not None:
+            self.hier_ = self._fit_hierarchy()
+
+    def _fit_hierarchy(self) -> HierarchicalRouter:
+        """Ancestor thresholds on the rows that chose the flat thresholds (rule-free, out of fold)."""
+        st, p = self.stack_, self.stack_.params
+        m = st.threshold_rows_
+        return HierarchicalRouter(p.target_precision, p.min_support, p.precision_confidence, p.threshold_method,
+                                  p.risk_delta, CATEGORY_SEP).fit(self.labels_, st.y_[m], st.oof_proba_[m],
+                                                                  st.thresholds_)
 
     # ----------------------------------------------------------- evaluate
     def evaluate(self, items: pd.DataFrame, labels: pd.Series | None = None,
@@ -253,6 +246,8 @@ class CatalogClassifier:
         thr = {l: (None if not np.isfinite(t) else float(t)) for l, t in zip(self.labels_, self.stack_.thresholds_)}
         (tmp / "thresholds.json").write_text(json.dumps(
             {"target_precision": self.config.stack.target_precision, "thresholds": thr}, indent=1))
+        if getattr(self, "hier_", None) is not None:  # absent: the model routes flat
+            (tmp / "hierarchy.json").write_text(json.dumps(self.hier_.to_dict(), ensure_ascii=False, indent=1))
         (tmp / "versions.json").write_text(json.dumps(
             {**self.versions_, "format": FORMAT_VERSION}, indent=1))
         if "image_head" in self.base_names and self.config.image.enabled:
@@ -284,6 +279,8 @@ class CatalogClassifier:
         self.tokenizer_ = TitleTokenizer((path / "tokenizer.model").read_bytes())
         self.tabular_ = TabularEncoder.from_dict(json.loads((path / "tabular.json").read_text()))
         self.labels_ = json.loads((path / "labels.json").read_text())
+        hier = path / "hierarchy.json"
+        self.hier_ = HierarchicalRouter.from_dict(json.loads(hier.read_text())) if hier.exists() else None
         self.versions_ = versions
         return self
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from .config import DEFAULT_MODEL_URI, Config, load_config
-from .preflight import existing_dir, existing_file, operator_errors, usable_dir, usable_file
+from .preflight import existing_dir, existing_file, label_depth, operator_errors, usable_dir, usable_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Categorize crawled product catalogs; route unsure items to human review.")
@@ -19,7 +19,7 @@ CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML/TOML config file (s
 
 
 def _config(config: Optional[Path], adapter: Optional[str] = None, columns: list[str] | None = None,
-            image_root: Optional[str] = None, level: Optional[int] = None,
+            image_root: Optional[str] = None, level: Optional[str] = None,
             target_precision: Optional[float] = None) -> Config:
     cfg = load_config(config)
     if image_root is not None:
@@ -38,7 +38,7 @@ def _config(config: Optional[Path], adapter: Optional[str] = None, columns: list
     if image_root:
         cat["image_root"] = image_root
     if level:
-        cat["label_depth"] = level
+        cat["label_depth"] = label_depth(level, "--level")
     stack = {"target_precision": target_precision} if target_precision else {}
     return cfg.with_overrides(catalog=cat, stack=stack)
 
@@ -57,7 +57,7 @@ def train(
     adapter: Optional[str] = typer.Option(None, help="flipkart | bigbasket | generic (auto-detected)"),
     map: list[str] = typer.Option(None, "--map", help="column mapping canonical=source, repeatable"),
     image_root: Optional[str] = typer.Option(None, help="folder relative image paths resolve under"),
-    level: Optional[int] = typer.Option(None, help="category depth used as label"),
+    level: Optional[str] = typer.Option(None, help="category depth used as label: 1, 2, ... or leaf"),
     target_precision: Optional[float] = typer.Option(None, help="precision auto-accepted items must reach"),
     register: bool = typer.Option(True, help="log to MLflow and register a new model version"),
 ):
@@ -104,7 +104,7 @@ def predict(
 def evaluate(
     catalog: Path = typer.Option(..., help="labeled catalog file"),
     name: Optional[str] = typer.Option(None, help="catalog name in the report (default: file stem)"),
-    level: list[int] = typer.Option([1], help="label depth(s) to evaluate, repeatable"),
+    level: list[str] = typer.Option(["1"], help="label depth(s) to evaluate (1, 2, ... or leaf), repeatable"),
     folds: int = typer.Option(5, help="outer cross-validation folds"),
     inner_folds: Optional[int] = typer.Option(None, help="inner out-of-fold folds (default: config)"),
     config: Optional[Path] = CONFIG_OPT,
@@ -126,11 +126,12 @@ def evaluate(
 
     with operator_errors():
         cfg = _config(config, adapter, None, image_root)
+        levels = [label_depth(v, "--level") for v in level]
         usable_file(report, "--report")
         if inner_folds:
             cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
         cat = _read(catalog, cfg)
-    out = evaluate_and_report(cat, cfg, name or catalog.stem, level, folds, report, log_mlflow, protocol,
+    out = evaluate_and_report(cat, cfg, name or catalog.stem, levels, folds, report, log_mlflow, protocol,
                               ablation)
     typer.echo(json.dumps(out, indent=2))
 

@@ -27,13 +27,22 @@ class CatalogConfig:
     columns: dict[str, str] = field(default_factory=dict)
     # images named by relative paths are resolved under this root and may not escape it
     image_root: str | None = None
-    label_depth: int = 1
+    # path parts kept from the category (1 = top level), or "leaf" for the full paths
+    label_depth: int | str = 1
     # categories with fewer items fold into their parent
     min_items_per_category: int = 10
     max_text_chars: int = 4000
     # largest accepted image, in pixels (decompression-bomb guard)
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 20_000_000
+
+    def __post_init__(self):
+        d = self.label_depth
+        if isinstance(d, str) and d.strip().isdigit():
+            self.label_depth = d = int(d)
+        ok = d == "leaf" or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+        if not ok:
+            raise ValueError(f"catalog.label_depth must be a whole number >= 1 or \"leaf\", got {d!r}")
 
 
 IMAGE_RUNTIMES = ("auto", "torch", "openvino")
@@ -82,6 +91,9 @@ class StackConfig(StackParams):
     sp_vocab_size: int = 2000
     # brands seen fewer times are "unknown" to the meta-classifier's brand feature
     min_brand_count: int = 2
+    # climb from the leaf guess to the deepest ancestor that clears its threshold
+    # (status accepted_partial); off: flat per-category routing only
+    hierarchical: bool = True
 
     def stack_params(self) -> StackParams:
         return StackParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StackParams)})

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from stacking import make_folds, route, select_thresholds
 
+from . import evaluation_hier as ev_hier
 from .catalog.cleaning import title_key
 from .classifier import CatalogClassifier
 from .config import Config
@@ -49,6 +50,9 @@ class CVResult:
     # stack_without_<base> -> probabilities [n, C] and target -> model-only accept mask
     ablation: dict[str, np.ndarray] = field(default_factory=dict)
     ablation_accepted: dict[str, dict[float, np.ndarray]] = field(default_factory=dict)
+    # (variant, target) -> [category, status] of the climb (evaluation_hier); empty: flat only
+    hier: dict = field(default_factory=dict)
+    risk_delta: float = 0.05
 
 
 def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
@@ -73,7 +77,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     abl: dict[str, np.ndarray] = {}
     abl_acc: dict[str, dict[float, np.ndarray]] = {}
     label_index = {l: i for i, l in enumerate(labels)}
-    per_fold = []
+    per_fold, hier = [], ev_hier.new_store(n, TARGETS)
     bar = tqdm(range(n_outer), desc=f"CV {catalog_name} L{config.catalog.label_depth}", disable=not progress)
     for k in bar:
         tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
@@ -108,7 +112,10 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
             clf.set_target_precision(t)
             routed = clf.route(items.iloc[te].reset_index(drop=True), p)
             acc = (routed["status"] == "accepted").to_numpy()
-            fin = routed["category"].map(lambda c: label_index.get(c, -1)).to_numpy()
+            ev_hier.put(hier, "stack", t, te, routed["category"], routed["status"])
+            # flat view: a partially accepted row's output is its leaf guess, as for review rows
+            leaf_out = routed["category"].where(routed["status"] != "accepted_partial", routed["model_category"])
+            fin = leaf_out.map(lambda c: label_index.get(c, -1)).to_numpy()
             accepted[t][te], final[te] = acc, fin
             # a true class absent from this fold's training part simply counts as an error
             rec[f"coverage_at_{key}"] = float(acc.mean())
@@ -116,12 +123,14 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
             rec[f"model_only_coverage_at_{key}"] = float(acc_m.mean())
             rec[f"model_only_precision_at_{key}"] = (float((pred_global[acc_m] == y[te][acc_m]).mean())
                                                      if acc_m.any() else None)
+        for t, routed in ev_hier.guaranteed_fold(clf, items.iloc[te].reset_index(drop=True), p, TARGETS).items():
+            ev_hier.put(hier, ev_hier.GUARANTEED, t, te, routed["category"], routed["status"])
         per_fold.append(rec)
         bar.set_postfix(stack_acc=f"{(pred_global == y[te]).mean():.3f}")
     proba = {m: fill_missing(p) for m, p in proba.items()}
     return CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                     time.time() - t0, per_fold, final=final, accepted_model=accepted_model,
-                    ablation=abl, ablation_accepted=abl_acc)
+                    ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=config.stack.risk_delta)
 
 
 def fill_missing(proba: np.ndarray) -> np.ndarray:
@@ -138,7 +147,7 @@ def _texts(items: pd.DataFrame, config: Config) -> ItemInputs:
 
 def records(res: CVResult) -> list[dict]:
     """Flat records for reports/evaluation.json (one per model)."""
-    out = []
+    out, true_labels = [], np.array(res.labels, dtype=object)[res.y]
     for m, p in res.proba.items():
         met = classification_metrics(res.y, p.argmax(1), res.labels)
         rec = {"catalog": res.catalog, "level": res.level, "model": m, "accuracy": met["accuracy"],
@@ -158,8 +167,12 @@ def records(res: CVResult) -> list[dict]:
                                                              if am.any() else None)
             rec["per_fold"] = res.per_fold
             rec["cv_seconds"] = round(res.seconds, 1)
+            if res.hier:
+                rec.update(ev_hier.hier_fields(res.hier, "stack", true_labels, TARGETS))
         rec["per_category"] = met["per_category"]
         out.append(rec)
+        if m == "stack" and res.hier:
+            out.append(ev_hier.guaranteed_record(rec, res.hier, true_labels, res.fold, TARGETS, res.risk_delta))
     if res.ablation:
         stack = next(r for r in out if r["model"] == "stack")
         shared = {k: stack[k] for k in ("catalog", "level", "n_items", "n_categories", "cv")}
@@ -182,4 +195,6 @@ def save_pictures(res: CVResult, out_dir: str | Path) -> list[Path]:
     paths.append(plot_risk_coverage(curves, out_dir / f"{stem}_risk_coverage.png", target_points=points))
     plot_reliability_diagram(res.y, p, out_dir / f"{stem}_reliability.png")
     paths.append(out_dir / f"{stem}_reliability.png")
+    if res.hier:
+        paths.append(ev_hier.save_hier_picture(res, out_dir, TARGETS))
     return [Path(x) for x in paths]

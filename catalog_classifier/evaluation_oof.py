@@ -23,6 +23,7 @@ from stacking import route, select_thresholds
 
 from .classifier import CatalogClassifier
 from .config import Config
+from .evaluation_hier import crossfit_store
 from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts, fill_missing
 from .evaluation_ablation import oof_ablations
 from .models.peers import TfidfLR
@@ -87,7 +88,8 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
         abl = oof_ablations(clf, items.loc[keep], image_root)
     abl_acc = {m: {t: crossfit_accept(y, p, fold, t, s.min_support, s.precision_confidence, s.precision_shrinkage)
                    for t in TARGETS} for m, p in abl.items()}
+    hier = crossfit_store(labels, y, proba["stack"], fold, TARGETS, s) if s.hierarchical else {}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                    time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL,
-                   ablation=abl, ablation_accepted=abl_acc)
+                   ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=s.risk_delta)
     return res, clf

@@ -51,6 +51,16 @@ def existing_dir(path: str | Path, what: str) -> Path:
     return p
 
 
+def label_depth(value, what: str) -> int | str:
+    """A label depth option: a whole number >= 1, or "leaf" (full category paths)."""
+    v = str(value).strip()
+    if v == "leaf":
+        return v
+    if v.isdigit() and int(v) >= 1:
+        return int(v)
+    raise OperatorError(f"{what} must be a whole number >= 1 or 'leaf', got {value!r}")
+
+
 def at_least_one(value: int, what: str) -> int:
     if value < 1:
         raise OperatorError(f"{what} must be at least 1, got {value}")

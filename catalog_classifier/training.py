@@ -105,7 +105,10 @@ def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: i
         with mlflow.start_run(run_name=f"cv-{name}"):
             for r in all_recs:
                 for key in ("accuracy", "macro_f1", "coverage_at_095", "precision_at_095",
-                            "coverage_at_098", "precision_at_098"):
+                            "coverage_at_098", "precision_at_098", "coverage_any_depth_at_095",
+                            "coverage_any_depth_at_098", "coverage_full_depth_at_095",
+                            "coverage_full_depth_at_098", "hierarchical_precision_at_095",
+                            "hierarchical_precision_at_098", "mean_accepted_depth"):
                     if r.get(key) is not None:
                         mlflow.log_metric(f"L{r['level']}.{r['model']}.{key}", float(r[key]))
             for p in pics:

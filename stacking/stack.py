@@ -25,7 +25,7 @@ from .meta_features import Passthrough, build_meta_matrix
 from .oof import fit_clone, out_of_fold_proba
 from .pool import LogPool
 from .subset import take
-from .thresholds import select_thresholds
+from .thresholds import THRESHOLD_METHODS, select_thresholds
 
 
 @dataclass
@@ -48,6 +48,18 @@ class StackParams:
     precision_shrinkage: float = 0.0
     # start the trees from a log-opinion pool of the base models (see stacking/pool.py)
     boost_from_pool: bool = True
+    # "point": the precision estimate reaches the target; "guaranteed": Learn-then-Test with a
+    # Clopper-Pearson bound, precision >= target with probability >= 1 - risk_delta per class/node
+    # (stacking/thresholds.lowest_threshold)
+    threshold_method: str = "point"
+    risk_delta: float = 0.05
+
+    def __post_init__(self):
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(f"stack.threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
+                             f"got {self.threshold_method!r}")
+        if not 0 < self.risk_delta < 1:
+            raise ValueError(f"stack.risk_delta must be in (0, 1), got {self.risk_delta!r}")
 
 
 class StackedClassifier:
@@ -152,8 +164,9 @@ class StackedClassifier:
 
     def _select(self, target: float) -> np.ndarray:
         m = self.threshold_rows_
-        return select_thresholds(self.y_[m], self.oof_proba_[m], target, self.params.min_support,
-                                 self.params.precision_confidence, self.params.precision_shrinkage)
+        p = self.params
+        return select_thresholds(self.y_[m], self.oof_proba_[m], target, p.min_support, p.precision_confidence,
+                                 p.precision_shrinkage, p.threshold_method, p.risk_delta)
 
     def set_threshold_rows(self, rows: np.ndarray) -> np.ndarray:
         """Choose thresholds on these training rows only (e.g. those no rule will route:

@@ -14,7 +14,9 @@ global curve, large classes keep their own.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import beta, norm
+
+THRESHOLD_METHODS = ("point", "guaranteed")
 
 
 def wilson_lower(correct: np.ndarray, total: np.ndarray, confidence: float) -> np.ndarray:
@@ -41,6 +43,83 @@ def global_precision(y_true: np.ndarray, proba: np.ndarray, at: np.ndarray) -> n
     return prec[np.clip(last, 0, len(prec) - 1)]
 
 
+def clopper_pearson_lower(correct: np.ndarray, total: np.ndarray, delta: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound (level 1 - delta) of a binomial proportion."""
+    correct = np.asarray(correct, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        lo = beta.ppf(delta, correct, total - correct + 1)
+    return np.where(correct > 0, np.nan_to_num(lo), 0.0)
+
+
+def clopper_pearson_interval(correct: int, total: int, delta: float) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval (level 1 - delta) of a binomial proportion."""
+    if total <= 0:
+        return 0.0, 1.0
+    lo = 0.0 if correct == 0 else float(beta.ppf(delta / 2, correct, total - correct + 1))
+    hi = 1.0 if correct == total else float(beta.ppf(1 - delta / 2, correct + 1, total - correct))
+    return lo, hi
+
+
+def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_support: int = 10,
+                     confidence: float = 0.0, prior=None, shrinkage: float = 0.0,
+                     method: str = "point", delta: float = 0.05) -> float:
+    """The lowest confidence threshold whose accepted set (rows with ``conf`` >= it) reaches
+    ``target`` precision, ``inf`` when none does. The one rule behind every threshold.
+
+    Cuts fall only between distinct confidence values and keep at least ``min_support`` rows.
+
+    ``point``: the precision of the accepted set (or its Wilson lower bound at ``confidence``;
+    ``prior(sorted_conf)``, the precision all classes reach above each cut, adds ``shrinkage``
+    pseudo-items) must reach the target; the lowest such cut wins, wherever it lies.
+
+    ``guaranteed`` (Learn-then-Test, fixed-sequence testing): cuts are tested from the highest
+    confidence down; a cut passes when the one-sided Clopper-Pearson lower bound (level
+    1 - ``delta``) of its precision is >= target, and lowering stops at the first failure.
+    The sequence starts at the first cut with enough rows for an error-free set to pass at all
+    (and at least ``min_support``). Guaranteed, for exchangeable new rows of this group: the
+    precision of the accepted set is >= target with probability >= 1 - delta (over the
+    calibration rows). Not guaranteed: the same jointly for all classes and nodes (each one
+    holds its own 1 - delta, not simultaneously), nor under drift. Shrinkage and ``confidence``
+    are not used: they are point-estimate devices.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"threshold method must be one of {', '.join(THRESHOLD_METHODS)}, got {method!r}")
+    conf = np.asarray(conf, dtype=np.float64)
+    if len(conf) < max(min_support, 1):
+        return np.inf
+    order = np.argsort(-conf, kind="stable")
+    s_conf = conf[order]
+    ok = np.cumsum(np.asarray(correct, dtype=np.float64)[order])
+    total = np.arange(1, len(s_conf) + 1, dtype=np.float64)
+    last_of_tie = np.r_[s_conf[1:] != s_conf[:-1], True]
+    if method == "guaranteed":
+        lower = clopper_pearson_lower(ok, total, delta)
+        first = max(min_support, _fewest_rows_to_pass(target, delta))
+        cuts = np.flatnonzero(last_of_tie & (total >= first))
+        fails = lower[cuts] < target
+        if not len(cuts) or fails[0]:
+            return np.inf
+        n_pass = int(np.argmax(fails)) if fails.any() else len(cuts)
+        return float(s_conf[cuts[n_pass - 1]])
+    if shrinkage > 0 and prior is not None:
+        ok = ok + shrinkage * prior(s_conf)
+    prec = wilson_lower(ok, total + shrinkage, confidence)
+    good = (prec >= target) & (total >= min_support) & last_of_tie
+    if not good.any():
+        return np.inf
+    return float(s_conf[np.flatnonzero(good).max()])  # largest accepted set = lowest threshold
+
+
+def _fewest_rows_to_pass(target: float, delta: float) -> int:
+    """Smallest n whose error-free set has a Clopper-Pearson lower bound >= target: delta**(1/n) >= target."""
+    if target <= 0:
+        return 1
+    if target >= 1:
+        return np.iinfo(np.int32).max
+    return int(np.ceil(np.log(delta) / np.log(target) - 1e-12))
+
+
 def select_thresholds(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -48,6 +127,8 @@ def select_thresholds(
     min_support: int = 10,
     confidence: float = 0.0,
     shrinkage: float = 0.0,
+    method: str = "point",
+    delta: float = 0.05,
 ) -> np.ndarray:
     """Lowest threshold per predicted class whose accepted set reaches the target."""
     y_true = np.asarray(y_true)
@@ -56,24 +137,11 @@ def select_thresholds(
     pred = proba.argmax(1)
     conf = proba.max(1)
     thresholds = np.full(n_classes, np.inf)
+    prior = lambda at: global_precision(y_true, proba, at)  # noqa: E731
     for c in range(n_classes):
         m = pred == c
-        if m.sum() < min_support:
-            continue
-        order = np.argsort(-conf[m], kind="stable")
-        s_conf = conf[m][order]
-        s_ok = (y_true[m][order] == c).astype(np.float64)
-        correct = np.cumsum(s_ok)
-        total = np.arange(1, len(s_ok) + 1, dtype=np.float64)
-        if shrinkage > 0:
-            correct = correct + shrinkage * global_precision(y_true, proba, s_conf)
-        # only cut between distinct confidence values
-        last_of_tie = np.r_[s_conf[1:] != s_conf[:-1], True]
-        prec = wilson_lower(correct, total + shrinkage, confidence)
-        good = (prec >= target_precision) & (total >= min_support) & last_of_tie
-        if good.any():
-            i = np.flatnonzero(good).max()  # largest accepted set = lowest threshold
-            thresholds[c] = s_conf[i]
+        thresholds[c] = lowest_threshold(conf[m], y_true[m] == c, target_precision, min_support,
+                                         confidence, prior, shrinkage, method, delta)
     return thresholds
 
 

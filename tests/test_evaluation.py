@@ -23,10 +23,19 @@ def test_nested_cv_routes_with_rules_and_reports_both_views(demo_catalog):
         assert not acc[towel].any()
         # ...while the model alone (thresholds only) does accept some of them
         assert res.accepted_model[t][towel].any()
-    rec = {r["model"]: r for r in records(res)}["stack"]
+    recs = {r["model"]: r for r in records(res)}
+    rec = recs["stack"]
     for key in ("095", "098"):
         assert 0 < rec[f"coverage_at_{key}"] <= 1 and rec[f"precision_at_{key}"] is not None
         assert rec[f"model_only_coverage_at_{key}"] > 0
+        # the climb keeps the flat product's full-depth acceptances and can only add partial ones
+        assert rec[f"coverage_full_depth_at_{key}"] == rec[f"coverage_at_{key}"]
+        assert rec[f"coverage_any_depth_at_{key}"] >= rec[f"coverage_full_depth_at_{key}"]
+        assert rec[f"hierarchical_precision_at_{key}"] is not None
+    assert rec["mean_accepted_depth"] >= 1
+    guaranteed = recs["stack_guaranteed"]
+    assert [f["fold"] for f in guaranteed["per_fold"]] == [0, 1]
+    assert all(len(f["precision_ci_at_098"]) == 2 for f in guaranteed["per_fold"])
     assert rec["cv"].startswith("2-fold, nested")
     assert [f["fold"] for f in rec["per_fold"]] == [0, 1]
 

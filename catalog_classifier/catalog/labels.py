@@ -45,8 +45,10 @@ def fold_rare(labels: pd.Series, min_items: int) -> pd.Series:
                             index=out.index, name=out.name)
 
 
-def make_labels(categories: pd.Series, depth: int, min_items: int) -> pd.Series:
-    """category_at_depth then fold_rare; None stays None."""
+def make_labels(categories: pd.Series, depth: int | str, min_items: int) -> pd.Series:
+    """category_at_depth then fold_rare; None stays None. ``depth="leaf"`` keeps full paths."""
+    if depth == "leaf":
+        depth = max((str(p).count(CATEGORY_SEP) + 1 for p in categories if not is_missing(p)), default=1)
     cut = object_series([category_at_depth(p, depth) for p in categories],
                         index=categories.index, name=categories.name)
     return fold_rare(cut, min_items)

@@ -1,0 +1,163 @@
+"""Taxonomy-aware routing: accept the deepest category the model is sure of.
+
+Generic over label strings and a separator ("A > B > C"); knows nothing about catalogs.
+Anchor: hierarchical selective classification (Goren, Galil, El-Yaniv, NeurIPS 2024).
+
+The nodes are all strict prefixes of the labels (the *ancestors*); a node's probability is
+the sum of its descendant leaves' calibrated probabilities (a sparse leaf-indicator matrix).
+A label that is also a prefix of another label ("A > B" next to "A > B > C", after rare
+leaves folded into their parent) is two things: a leaf class with its own probability and an
+ancestor node whose probability covers its whole subtree.
+
+For a predicted leaf L the climb is L itself (its leaf probability, the flat per-class
+threshold), then L's ancestors, deepest first, each with its own threshold; the item is
+accepted at the first candidate that clears its threshold, never at the root. An accepted
+node is correct when the true label is the node or below it (hierarchical precision).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from .thresholds import lowest_threshold
+
+SEP = " > "
+
+
+class Hierarchy:
+    """The ancestor nodes of a label list and the matrices to climb them."""
+
+    def __init__(self, labels: list[str], sep: str = SEP):
+        self.labels = list(labels)
+        self.sep = sep
+        parts = [str(l).split(sep) for l in self.labels]
+        self.nodes = sorted({sep.join(p[:d]) for p in parts for d in range(1, len(p))})
+        index = {n: j for j, n in enumerate(self.nodes)}
+        self.node_depth = np.array([n.count(sep) + 1 for n in self.nodes], dtype=np.int64)
+        self.label_depth = np.array([len(p) for p in parts], dtype=np.int64)
+        self.max_depth = int(self.label_depth.max()) if len(parts) else 1
+        # ancestor_at[c, d - 1]: node index of label c's ancestor at depth d (-1: none)
+        self.ancestor_at = np.full((len(parts), max(self.max_depth - 1, 1)), -1, dtype=np.int64)
+        rows, cols = [], []
+        for c, p in enumerate(parts):
+            for d in range(1, len(p)):
+                j = index[sep.join(p[:d])]
+                self.ancestor_at[c, d - 1] = j
+                rows.append(c)
+                cols.append(j)
+        # label_node[c]: the node that label c's own string names (a folded leaf), -1: none
+        self.label_node = np.array([index.get(l, -1) for l in self.labels], dtype=np.int64)
+        own = np.flatnonzero(self.label_node >= 0)  # a folded leaf belongs to its own node's subtree
+        rows, cols = rows + own.tolist(), cols + self.label_node[own].tolist()
+        self.indicator = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
+                                           shape=(len(parts), len(self.nodes)))
+
+    def node_proba(self, proba: np.ndarray) -> np.ndarray:
+        """[n, nodes]: each ancestor node's probability (sum of its descendant leaves)."""
+        return np.asarray((self.indicator.T @ np.asarray(proba, dtype=np.float64).T).T)
+
+    def path_proba(self, proba: np.ndarray, pred: np.ndarray, chunk: int = 4096
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """For each row, its predicted leaf's ancestors by depth: node indices [n, D-1]
+        (-1: none) and their probabilities (NaN: none). Chunked, so 1,000 leaves stay small."""
+        nodes = self.ancestor_at[np.asarray(pred)]
+        prob = np.full(nodes.shape, np.nan)
+        for s in range(0, len(nodes), chunk):
+            block = self.node_proba(np.asarray(proba[s:s + chunk]))
+            nb = nodes[s:s + chunk]
+            has = nb >= 0
+            r = np.nonzero(has)[0]
+            prob[s:s + chunk][has] = block[r, nb[has]]
+        return nodes, prob
+
+    def is_under(self, node: int, true_label: np.ndarray) -> np.ndarray:
+        """True where a label index's label is the node or below it."""
+        t = np.asarray(true_label)
+        return (self.ancestor_at[t, self.node_depth[node] - 1] == node) | (self.label_node[t] == node)
+
+
+@dataclass
+class Climb:
+    """Where each row was accepted. ``step``: 0 = its leaf, d >= 1 = its ancestor at depth d,
+    -1 = review. ``node``: the accepted ancestor's node index (-1 otherwise). ``confidence`` /
+    ``threshold``: of the accepted candidate (the leaf's for review rows)."""
+
+    pred: np.ndarray
+    leaf_confidence: np.ndarray
+    step: np.ndarray
+    node: np.ndarray
+    confidence: np.ndarray
+    threshold: np.ndarray
+
+
+class HierarchicalRouter:
+    """Ancestor thresholds chosen bottom-up on out-of-fold scores, and the climb.
+
+    ``fit(labels, y, proba, leaf_thresholds)``: rows are out-of-fold; ``leaf_thresholds`` the
+    flat per-class thresholds (kept as they are, so coverage at full depth equals flat routing).
+    A node's candidate rows are those predicted below it and not accepted deeper; its threshold
+    is the lowest reaching the target on them (``stacking.thresholds.lowest_threshold``).
+    """
+
+    def __init__(self, target_precision: float = 0.95, min_support: int = 10, confidence: float = 0.0,
+                 method: str = "point", delta: float = 0.05, sep: str = SEP):
+        self.target_precision = target_precision
+        self.min_support = min_support
+        self.confidence = confidence
+        self.method = method
+        self.delta = delta
+        self.sep = sep
+
+    def fit(self, labels: list[str], y: np.ndarray, proba: np.ndarray,
+            leaf_thresholds: np.ndarray) -> "HierarchicalRouter":
+        self.hierarchy_ = Hierarchy(labels, self.sep)
+        h, y = self.hierarchy_, np.asarray(y)
+        pred = proba.argmax(1)
+        accepted = proba.max(1) >= np.asarray(leaf_thresholds)[pred]
+        nodes, prob = h.path_proba(proba, pred)
+        self.node_thresholds_ = np.full(len(h.nodes), np.inf)
+        for d in range(h.max_depth - 1, 0, -1):  # deepest ancestors first
+            col, pcol = nodes[:, d - 1], prob[:, d - 1]
+            for j in np.unique(col[(col >= 0) & ~accepted]):
+                rows = (col == j) & ~accepted
+                ok = h.is_under(j, y[rows])
+                self.node_thresholds_[j] = lowest_threshold(
+                    pcol[rows], ok, self.target_precision, self.min_support, self.confidence,
+                    method=self.method, delta=self.delta)
+            thr = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)
+            accepted |= (col >= 0) & (pcol >= thr)
+        return self
+
+    def climb(self, proba: np.ndarray, leaf_thresholds: np.ndarray) -> Climb:
+        h = self.hierarchy_
+        pred = proba.argmax(1)
+        leaf_conf = proba.max(1)
+        leaf_thr = np.asarray(leaf_thresholds)[pred]
+        step = np.where(leaf_conf >= leaf_thr, 0, -1)
+        node = np.full(len(pred), -1)
+        conf, thr = leaf_conf.copy(), leaf_thr.copy()
+        nodes, prob = h.path_proba(proba, pred)
+        for d in range(h.max_depth - 1, 0, -1):
+            col, pcol = nodes[:, d - 1], prob[:, d - 1]
+            t = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)
+            take = (step < 0) & (col >= 0) & (pcol >= t)
+            step[take], node[take], conf[take], thr[take] = d, col[take], pcol[take], t[take]
+        return Climb(pred, leaf_conf, step, node, conf, thr)
+
+    def to_dict(self) -> dict:
+        return {"params": {"target_precision": self.target_precision, "min_support": self.min_support,
+                           "confidence": self.confidence, "method": self.method, "delta": self.delta,
+                           "sep": self.sep},
+                "labels": self.hierarchy_.labels,
+                "node_thresholds": {n: (float(t) if np.isfinite(t) else None)
+                                    for n, t in zip(self.hierarchy_.nodes, self.node_thresholds_)}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HierarchicalRouter":
+        self = cls(**d["params"])
+        self.hierarchy_ = Hierarchy(d["labels"], self.sep)
+        thr = d["node_thresholds"]
+        self.node_thresholds_ = np.array([np.inf if thr.get(n) is None else thr[n] for n in self.hierarchy_.nodes])
+        return self

@@ -1,0 +1,224 @@
+"""Taxonomy-aware routing on the demo catalog's full paths (label_depth "leaf", mixed depths
+after rare leaves fold): node probabilities, the climb, ancestor thresholds, guarantee mode,
+the route() contract, save/load and the evaluation records. One fit for the whole module."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from catalog_classifier.classifier import CatalogClassifier
+from catalog_classifier.config import CatalogConfig
+from catalog_classifier.evaluation import records, save_pictures
+from catalog_classifier.evaluation_oof import oof_cross_validate
+from stacking.hierarchy import Hierarchy, HierarchicalRouter
+from stacking.thresholds import clopper_pearson_lower, select_thresholds
+
+from conftest import fast_config
+
+SEP = " > "
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_catalog):
+    # the char-CNN (the slowest base, weight ~0 in the pool) is left out to keep the module fast
+    cfg = fast_config(catalog={"label_depth": "leaf"},
+                      stack={"num_boost_round": 40, "target_precision": 0.95,
+                             "base_models": ["image_head", "linear_text"]})
+    res, clf = oof_cross_validate(demo_catalog.items, cfg, "flipkart1050", demo_catalog.image_root,
+                                  progress=False)
+    items = demo_catalog.items.loc[clf.labels_for(demo_catalog.items).notna().to_numpy()].reset_index(drop=True)
+    return res, clf, items
+
+
+def _under(label: str, node: str) -> bool:
+    return label == node or label.startswith(node + SEP)
+
+
+def test_leaf_depth_trains_full_paths_of_mixed_depth(fitted):
+    _, clf, _ = fitted
+    depths = {l.count(SEP) + 1 for l in clf.labels_}
+    assert max(depths) >= 3 and len(depths) > 1  # full paths, some folded into their parent
+    for bad in (0, -1, "deep", True, 1.5):
+        with pytest.raises(ValueError, match="label_depth"):
+            CatalogConfig(label_depth=bad)
+
+
+def test_node_probabilities_are_sums_of_descendant_leaves(fitted):
+    _, clf, _ = fitted
+    labels, p = clf.labels_, clf.stack_.oof_proba_
+    h = Hierarchy(labels, SEP)
+    assert set(h.nodes) == {SEP.join(l.split(SEP)[:d]) for l in labels for d in range(1, l.count(SEP) + 1)}
+    P = h.node_proba(p)
+    for j, node in enumerate(h.nodes):
+        cols = [c for c, l in enumerate(labels) if _under(l, node)]
+        np.testing.assert_allclose(P[:, j], p[:, cols].sum(1), rtol=1e-9, atol=1e-12)
+    tops = [j for j, n in enumerate(h.nodes) if SEP not in n]
+    # a top-level leaf that is also a node (a folded parent) is already inside that node
+    top_leaves = [c for c, l in enumerate(labels) if SEP not in l and l not in h.nodes]
+    np.testing.assert_allclose(P[:, tops].sum(1) + p[:, top_leaves].sum(1), 1.0, atol=1e-9)
+
+
+def _candidates(router: HierarchicalRouter, labels, row_p, leaf_thr):
+    """(name, probability, threshold) from the leaf up, from the strings alone."""
+    h = router.hierarchy_
+    c = int(row_p.argmax())
+    out = [(labels[c], row_p[c], leaf_thr[c])]
+    parts = labels[c].split(SEP)
+    for d in range(len(parts) - 1, 0, -1):
+        node = SEP.join(parts[:d])
+        prob = sum(row_p[i] for i, l in enumerate(labels) if _under(l, node))
+        out.append((node, prob, router.node_thresholds_[h.nodes.index(node)]))
+    return out
+
+
+def test_climb_accepts_the_deepest_clearing_candidate(fitted):
+    _, clf, items = fitted
+    p, thr = clf.stack_.oof_proba_, clf.stack_.thresholds_
+    out = clf.route(items, p)
+    model_only = out["rule_id"].isna().to_numpy()
+    assert (out["status"] == "accepted_partial").any()
+    for i in np.flatnonzero(model_only):
+        cands = _candidates(clf.hier_, clf.labels_, p[i], thr)
+        clearing = [k for k, (_, prob, t) in enumerate(cands) if prob >= t]
+        row = out.iloc[i]
+        if not clearing:
+            assert row.status == "review" and row.accepted_depth == 0 and row.category == cands[0][0]
+            continue
+        name, prob, t = cands[clearing[0]]
+        assert row.category == name and row.confidence == pytest.approx(prob) and row.threshold == t
+        assert row.status == ("accepted" if clearing[0] == 0 else "accepted_partial")
+        assert row.accepted_depth == name.count(SEP) + 1
+        assert row.model_category == cands[0][0] and row.leaf_confidence == pytest.approx(cands[0][1])
+        if row.status == "accepted_partial":
+            assert row.reason.startswith(f"refine below {name}: ")
+
+
+def test_ancestor_thresholds_are_the_lowest_reaching_the_target_on_their_rows(fitted):
+    _, clf, _ = fitted
+    st, router = clf.stack_, clf.hier_
+    m = st.threshold_rows_
+    y, p, target = st.y_[m], st.oof_proba_[m], clf.config.stack.target_precision
+    labels = np.array(clf.labels_, dtype=object)
+    c = router.climb(p, st.thresholds_)
+    h = router.hierarchy_
+    checked = 0
+    for j, node in enumerate(h.nodes):
+        depth = node.count(SEP) + 1
+        below = np.array([l.startswith(node + SEP) for l in labels[c.pred]])
+        # candidates: predicted below the node, not accepted at the leaf or a deeper ancestor
+        rows = below & ((c.step < 0) | ((c.step > 0) & (c.step <= depth)))
+        prob = p[rows][:, [k for k, l in enumerate(labels) if _under(l, node)]].sum(1)
+        ok = np.array([_under(l, node) for l in labels[y[rows]]])
+        t = router.node_thresholds_[j]
+        for v in np.unique(prob):
+            acc = prob >= v
+            reaches = acc.sum() >= st.params.min_support and ok[acc].mean() >= target
+            if v == t:
+                assert reaches
+            elif v < t:
+                assert not reaches, (node, v, t)
+        checked += np.isfinite(t)
+    assert checked >= 1
+
+
+def test_guaranteed_thresholds_are_never_below_point_thresholds(fitted):
+    _, clf, _ = fitted
+    y, p = clf.stack_.y_, clf.stack_.oof_proba_
+    point = select_thresholds(y, p, 0.9, 10)
+    guar = select_thresholds(y, p, 0.9, 10, method="guaranteed", delta=0.05)
+    assert np.isfinite(guar).any() and (guar >= point).all()
+    assert (guar > point).any()  # the bound costs coverage somewhere
+    for c in np.flatnonzero(np.isfinite(guar)):  # every cut above the chosen one passed its test too
+        m = p.argmax(1) == c
+        conf, right = p[m].max(1), y[m] == c
+        acc = conf >= guar[c]
+        assert clopper_pearson_lower(right[acc].sum(), acc.sum(), 0.05) >= 0.9
+    # ancestors fitted on the same leaf thresholds: the deepest ones see the same rows
+    hp = HierarchicalRouter(0.9, 10, method="point").fit(clf.labels_, y, p, point)
+    hg = HierarchicalRouter(0.9, 10, method="guaranteed").fit(clf.labels_, y, p, point)
+    deepest = hp.hierarchy_.node_depth == hp.hierarchy_.node_depth.max()
+    assert (hg.node_thresholds_[deepest] >= hp.node_thresholds_[deepest]).all()
+
+
+def test_full_depth_coverage_equals_flat_and_climbing_adds_coverage(fitted):
+    _, clf, items = fitted
+    p = clf.stack_.oof_proba_
+    climbed = clf.route(items, p)
+    clf.config.stack.hierarchical = False
+    try:
+        flat = clf.route(items, p)
+    finally:
+        clf.config.stack.hierarchical = True
+    assert set(flat["status"]) <= {"accepted", "review"}
+    assert ((climbed["status"] == "accepted") == (flat["status"] == "accepted")).all()
+    partial = climbed["status"] == "accepted_partial"
+    assert (flat.loc[partial, "status"] == "review").all() and partial.sum() > 0
+    assert (climbed.loc[partial, "confidence"] >= climbed.loc[partial, "leaf_confidence"]).all()
+    assert (climbed.loc[climbed["status"] == "review", "accepted_depth"] == 0).all()
+
+
+def test_save_load_keeps_the_climb_and_an_old_model_routes_flat(fitted, tmp_path):
+    _, clf, items = fitted
+    p = clf.stack_.oof_proba_
+    before = clf.route(items, p)
+    clf.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "hierarchy.json").read_text())["node_thresholds"]
+    again = CatalogClassifier.load(tmp_path / "m").route(items, p)
+    assert before.equals(again)
+    (tmp_path / "m" / "hierarchy.json").unlink()  # a model saved before the climb existed
+    old = CatalogClassifier.load(tmp_path / "m").route(items, p)
+    assert set(old["status"]) <= {"accepted", "review"}
+    assert ((old["status"] == "accepted") == (before["status"] == "accepted")).all()
+
+
+def test_set_target_precision_rechooses_ancestor_thresholds(fitted):
+    _, clf, items = fitted
+    before, target = clf.hier_.node_thresholds_.copy(), clf.config.stack.target_precision
+    try:
+        clf.set_target_precision(0.8)
+        # not monotone per node (lower leaf thresholds leave other rows to the ancestors): re-chosen
+        assert clf.hier_.target_precision == 0.8 and not np.array_equal(clf.hier_.node_thresholds_, before)
+        clf.set_target_precision(0.8, method="guaranteed")
+        assert clf.hier_.method == "guaranteed" and clf.stack_.params.threshold_method == "guaranteed"
+        with pytest.raises(ValueError, match="threshold_method"):
+            clf.set_target_precision(0.8, method="sure")
+    finally:
+        clf.set_target_precision(target, method="point")
+    np.testing.assert_array_equal(clf.hier_.node_thresholds_, before)
+
+
+def test_evaluation_records_carry_the_hierarchical_fields(fitted, tmp_path):
+    res, _, _ = fitted
+    recs = {r["model"]: r for r in records(res)}
+    st, gu = recs["stack"], recs["stack_guaranteed"]
+    for rec in (st, gu):
+        for k in ("095", "098"):
+            assert rec[f"coverage_full_depth_at_{k}"] == pytest.approx(rec[f"coverage_at_{k}"])
+            assert rec[f"coverage_any_depth_at_{k}"] >= rec[f"coverage_full_depth_at_{k}"]
+            assert rec[f"hierarchical_precision_at_{k}"] is None or 0 <= rec[f"hierarchical_precision_at_{k}"] <= 1
+    assert st["coverage_any_depth_at_095"] > st["coverage_full_depth_at_095"]
+    assert 1 <= st["mean_accepted_depth"] <= max(l.count(SEP) + 1 for l in res.labels)
+    assert gu["risk_delta"] == 0.05 and len(gu["per_fold"]) == len(np.unique(res.fold))
+    for f in gu["per_fold"]:
+        lo, hi = f["precision_ci_at_095"]
+        if f["n_accepted_at_095"]:
+            assert lo <= f["hierarchical_precision_at_095"] <= hi
+    paths = save_pictures(res, tmp_path)
+    assert (tmp_path / f"flipkart1050_Lleaf_hier_risk_coverage.png") in paths
+
+
+def test_a_bad_level_option_is_one_line_and_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DEMO_CSV, ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "catalog_classifier", "evaluate", "--catalog", str(DEMO_CSV),
+                        "--level", "deep", "--report", str(tmp_path / "e.json"), "--no-log-mlflow"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --level must be a whole number >= 1 or 'leaf', got 'deep'"]
