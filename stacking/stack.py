@@ -259,7 +259,8 @@ def _early_stopping_split(idx: np.ndarray, y: np.ndarray, seed: int, share: floa
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y[idx])
-    strat = y[idx] if counts[counts > 0].min() >= 2 else None
+    n_present = int((counts > 0).sum())  # stratifying needs >= 2 per class and a class per held-out row
+    strat = y[idx] if counts[counts > 0].min() >= 2 and int(len(idx) * share) >= n_present else None
     fit_idx, val_idx = train_test_split(idx, test_size=share, random_state=seed, stratify=strat)
     return np.sort(fit_idx), np.sort(val_idx)
 

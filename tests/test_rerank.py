@@ -33,14 +33,41 @@ def level3(demo_catalog):
 
 def _fit(level3, **kw):
     X, y, C, pt = level3
-    stack = StackedClassifier({"lin": LinearText(C=5.0)}, StackParams(**{**PARAMS, **kw}))
+    stack = StackedClassifier({"lin": LinearText(C=5.0, max_features=20_000)}, StackParams(**{**PARAMS, **kw}))
     return stack.fit(X, y, C, passthrough=pt)
 
 
-def test_rerank_path_gives_probabilities_over_all_classes(level3):
+@pytest.fixture(scope="module")
+def fitted(level3):
+    """One re-ranker fit (2 CPU cores are shared), with LightGBM's train and predict watched:
+    which items each booster was trained on (fit + early-stopping rows), which it scored."""
+    trained, scored, col = {}, [], {}
+    real_train, real_scores = rerank.train_meta, rerank.raw_scores
+
+    def spy_train(F, lab, names, *a, **kw):
+        col["row_id"] = names.index("row_id")
+        booster = real_train(F, lab, names, *a, **kw)
+        seen = set(np.asarray(F[:, col["row_id"]]).astype(int).ravel())
+        if kw.get("X_valid") is not None:
+            seen |= set(np.asarray(kw["X_valid"][:, col["row_id"]]).astype(int).ravel())
+        trained[id(booster)] = (booster, seen)  # keeps the booster alive: ids stay unique
+        return booster
+
+    def spy_scores(booster, F, *a, **kw):
+        scored.append((id(booster), set(np.asarray(F[:, col["row_id"]]).astype(int).ravel())))
+        return real_scores(booster, F, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rerank, "train_meta", spy_train)
+        mp.setattr(rerank, "raw_scores", spy_scores)
+        stack = _fit(level3)
+    return stack, trained, scored
+
+
+def test_rerank_path_gives_probabilities_over_all_classes(level3, fitted):
     X, y, C, pt = level3
+    stack = fitted[0]
     assert C > 20
-    stack = _fit(level3)
     assert stack.reranker_ is not None and stack.booster_ is None
     for p in (stack.oof_proba_, stack.predict_proba(X, pt)):
         assert p.shape == (len(y), C)
@@ -56,9 +83,9 @@ def test_rerank_path_gives_probabilities_over_all_classes(level3):
     assert (top[:, PARAMS["rerank_top_k"] - 1] > top[:, PARAMS["rerank_top_k"]]).all()
 
 
-def test_rerank_save_load_predicts_identically(level3, tmp_path):
+def test_rerank_save_load_predicts_identically(level3, fitted, tmp_path):
     X, y, C, pt = level3
-    stack = _fit(level3)
+    stack = fitted[0]
     stack.save(tmp_path / "stack")
     assert not (tmp_path / "stack" / "meta_lgbm.txt").exists()
     back = StackedClassifier.load(tmp_path / "stack", allowed=[LinearText])
@@ -67,41 +94,22 @@ def test_rerank_save_load_predicts_identically(level3, tmp_path):
     np.testing.assert_array_equal(back.thresholds_, stack.thresholds_)
 
 
-def test_rerank_out_of_fold_rows_never_scored_by_a_booster_that_saw_them(level3, monkeypatch):
+def test_rerank_out_of_fold_rows_never_scored_by_a_booster_that_saw_them(level3, fitted):
     X, y, C, pt = level3
-    trained, scored = {}, []
-    real_train, real_scores = rerank.train_meta, rerank.raw_scores
-    col = {}
-
-    def spy_train(F, lab, names, *a, **kw):
-        col["row_id"] = names.index("row_id")
-        booster = real_train(F, lab, names, *a, **kw)
-        seen = set(np.asarray(F[:, col["row_id"]]).astype(int).ravel())
-        if kw.get("X_valid") is not None:
-            seen |= set(np.asarray(kw["X_valid"][:, col["row_id"]]).astype(int).ravel())
-        trained[id(booster)] = (booster, seen)  # keep the booster alive: ids stay unique
-        return booster
-
-    def spy_scores(booster, F, *a, **kw):
-        scored.append((id(booster), set(np.asarray(F[:, col["row_id"]]).astype(int).ravel())))
-        return real_scores(booster, F, *a, **kw)
-
-    monkeypatch.setattr(rerank, "train_meta", spy_train)
-    monkeypatch.setattr(rerank, "raw_scores", spy_scores)
-    stack = _fit(level3)
+    stack, trained, scored = fitted
     oof_calls = scored[:4]  # the 4 folds' out-of-fold scoring comes before the final fit
     assert len(trained) == 5
     for bid, rows in oof_calls:
-        assert not (trained[bid][1] & rows)
+        assert bid != id(stack.reranker_.booster_)
+        assert rows and not (trained[bid][1] & rows)
     assert set().union(*(r for _, r in oof_calls)) == set(range(len(y)))
     # the final booster saw every row, and it is the one predictions use
-    final = stack.reranker_.booster_
-    assert trained[id(final)][1] == set(range(len(y)))
+    assert trained[id(stack.reranker_.booster_)][1] == set(range(len(y)))
 
 
-def test_contributions_of_the_chosen_candidate_add_up_to_its_score(level3):
+def test_contributions_of_the_chosen_candidate_add_up_to_its_score(level3, fitted):
     X, y, C, pt = level3
-    stack = _fit(level3)
+    stack = fitted[0]
     r = stack.reranker_
     base = stack.base_proba(X)
     contrib, names = r.contributions(base, pt)
@@ -113,5 +121,5 @@ def test_contributions_of_the_chosen_candidate_add_up_to_its_score(level3):
 
 
 def test_below_the_switch_the_multiclass_meta_stays(level3):
-    stack = _fit(level3, max_classes_multiclass=100, num_boost_round=10)
+    stack = _fit(level3, max_classes_multiclass=100, num_boost_round=5, n_folds=2)
     assert stack.reranker_ is None and stack.booster_ is not None
