@@ -64,10 +64,11 @@ def base(depth: int, out: str, rows: int = 8000, bases: str = "char_cnn,linear_t
         t1 = time.time()
         oof[n] = out_of_fold_proba(model_registry.create(n, cfg), X, y, fold, len(names))
         print(f"{n}: {time.time() - t1:.0f}s", flush=True)
-    with open(out, "wb") as f:
+    with open(out + ".tmp", "wb") as f:
         pickle.dump({"depth": depth, "labels": names, "y": y, "fold": fold, "base_oof": oof,
                      "passthrough": passthrough, "base_seconds": time.time() - t0,
                      "stack": cfg.stack.stack_params(), "threads": _num_threads()}, f)
+    Path(out + ".tmp").rename(out)
     print(f"base layer: {len(y)} rows, {len(names)} classes, {time.time() - t0:.0f}s", flush=True)
 
 
