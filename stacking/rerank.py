@@ -157,6 +157,8 @@ class CandidateReranker:
         """Out-of-fold logits [n, C] (each fold scored by pool, prior and booster fitted on the
         other folds; ``split(train_idx, y, seed)`` -> (fit_idx, val_idx) for early stopping),
         then the final fit on all rows."""
+        if int(self.top_k) < 1:
+            raise ValueError(f"stack.rerank_top_k must be at least 1, got {self.top_k}")
         y = np.asarray(y, dtype=np.int64)
         self.n_classes_ = next(iter(base_oof.values())).shape[1]
         self.feature_names_, self.categorical_ = self._names(list(base_oof), passthrough)
