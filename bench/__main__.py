@@ -20,7 +20,7 @@ def bench(
                                "(CI, ~1-2 min); figures are not meaningful"),
     out: Optional[Path] = typer.Option(None, help="where results.json and RESULTS.md go "
                                        "(default: bench/, or out/bench-quick with --quick)"),
-    section: list[str] = typer.Option(None, "--section", help="quality | throughput | scaling "
+    section: list[str] = typer.Option(None, "--section", help="quality | throughput | scaling | engines | taxonomy "
                                       "(repeatable; default: all)"),
     work: Optional[Path] = typer.Option(None, help="scratch folder, wiped first (default: out/bench-work)"),
     gpu: bool = typer.Option(False, "--gpu", help="run the throughput section on CUDA and add it as the "

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from catalog_classifier.io_utils import atomic_write_text
 from .stages import STAGES
+from .taxonomy import markdown as taxonomy_markdown
 
 
 def _f(x, spec=".3f") -> str:
@@ -219,7 +220,9 @@ def write_markdown(r: dict, path: Path) -> Path:
     if r.get("throughput"):
         lines += ["## Throughput of the nightly path", ""] + _throughput(r["throughput"], "CPU")
     lines += ["## Scaling", ""] + _scaling(r) + ["## Local vs Ray engine", ""] + _engines(r)
-    lines += ["## Training cost", ""] + _training(r) + ["## GPU", ""]
+    lines += ["## Training cost", ""] + _training(r)
+    lines += ["## Large taxonomies: training cost per leaf count", ""] + taxonomy_markdown(r.get("taxonomy"))
+    lines += ["## GPU", ""]
     if r.get("gpu"):
         lines += _throughput(r["gpu"], f"GPU ({(r['gpu'].get('machine') or {}).get('gpu', {}).get('name')})")
     else:

@@ -19,7 +19,7 @@ from .worker import ROOT, Spawner
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
 SHARED = ROOT.parent / "shared" / "datasets"
-SECTIONS = ("quality", "throughput", "scaling", "engines")
+SECTIONS = ("quality", "throughput", "scaling", "engines", "taxonomy")
 
 
 @dataclass
@@ -45,6 +45,8 @@ class Settings:
     threads: int | None = None
     engine_cold_rows: int = 256  # the local-vs-ray cold comparison runs on this many demo rows
     torch_rows: int | None = None  # the torch-eager nights' rows (None = the throughput catalog)
+    taxonomy_rows: int = 6000  # BigBasket items relabelled to each leaf count (bench/taxonomy.py)
+    taxonomy_leaves: tuple[int, ...] = (100, 300, 1000)
 
 
 # BigBasket is 27.5k items and level 2 has 90 classes: on 2 cores one full fit (six char-CNN
@@ -55,6 +57,13 @@ class Settings:
 BIGBASKET_ITEMS = 8000
 BIGBASKET_CAPS = {"models": {"char_cnn": {"epochs": 3}}, "stack": {"num_boost_round": 120, "learning_rate": 0.15}}
 BIGBASKET_L2_CAPS = {"stack": {"num_boost_round": 60, "learning_rate": 0.2, "early_stopping_rounds": 10}}
+# taxonomy cost runs: every size takes the many-class meta (stacking/rerank.py), so the ratios
+# compare like with like; text bases without the char-CNN (whose only per-class cost is its
+# output layer) and 3 folds keep three fits within the budget
+TAXONOMY_CAPS = {"stack": {"n_folds": 3, "num_boost_round": 100, "learning_rate": 0.15, "max_classes_multiclass": 50,
+                           "base_models": ["linear_text", "brand_prior"]}}
+TAXONOMY_QUICK = {"stack": {"n_folds": 2, "num_boost_round": 10, "sp_vocab_size": 300, "max_classes_multiclass": 5,
+                            "base_models": ["linear_text", "brand_prior"]}}
 
 
 def settings(quick: bool, device: str = "cpu") -> Settings:
@@ -68,7 +77,8 @@ def settings(quick: bool, device: str = "cpu") -> Settings:
             cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1,), tiny,
                                     subsample=300))
         return Settings(True, cats, throughput_repeats=1, limit_images=32, throughput_rows=48,
-                        scaling_replicas=(1, 2), scaling_rows=24, device=device, engine_cold_rows=24)
+                        scaling_replicas=(1, 2), scaling_rows=24, device=device, engine_cold_rows=24,
+                        taxonomy_rows=300, taxonomy_leaves=(20, 40))
     cats = [CatalogSpec("flipkart1050", flipkart, DEMO_CFG, (1, 2))]
     if bigbasket.exists():
         cats.append(CatalogSpec("bigbasket", bigbasket, ROOT / "configs" / "bigbasket.yaml", (1, 2), BIGBASKET_CAPS,
@@ -202,6 +212,28 @@ def run_engines(sp: Spawner, st: Settings, work: Path, model_dir: Path) -> dict:
     return res
 
 
+def run_taxonomy(sp: Spawner, st: Settings, work: Path) -> dict:
+    """Stack training cost at each leaf count, one fresh process per size (bench/taxonomy.py)."""
+    from .taxonomy import summarize
+
+    path = SHARED / "bigbasket" / "BigBasket Products.csv"
+    if not path.exists():
+        return {"skipped": f"dataset missing: {path}"}
+    caps = TAXONOMY_QUICK if st.quick else TAXONOMY_CAPS
+    rows = []
+    for leaves in st.taxonomy_leaves:
+        spec = {"path": str(path), "config": str(ROOT / "configs" / "bigbasket.yaml"), "rows": st.taxonomy_rows,
+                "leaves": leaves, "overrides": _merge({"tracking": {"enabled": False}}, caps), "threads": st.threads}
+        res = sp.spawn("taxonomy", spec, work / "logs", f"taxonomy-{leaves}")
+        rows.append({**res, "peak_rss_mb": res["process_peak_rss_mb"]})
+        _say(f"taxonomy {res['leaves']} leaves ({res['meta']}): fit {res['wall_s']:.1f} s, "
+             f"peak RSS {res['process_peak_rss_mb']:.0f} MB")
+    about = (f"Stack fit (`CatalogClassifier.fit`) on {st.taxonomy_rows} real BigBasket items whose "
+             f"top-level categories are split into meaningless sub-leaves (cost only; quality comes from real "
+             f"levels), one process per size; settings over configs/bigbasket.yaml: {caps}.")
+    return {"about": about, "runs": rows, "summary": summarize(rows), "settings": caps}
+
+
 def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIONS, work: Path | None = None,
               gpu: bool = False, threads: int | None = None, notes: list[str] = (), resume: bool = False) -> dict:
     """Run the benchmark; write out/results.json and out/RESULTS.md; return the results."""
@@ -217,17 +249,21 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     res_path = out / "results.json"
-    results = json.loads(res_path.read_text()) if gpu and res_path.exists() else {}
+    # a GPU run or a run of some sections only updates the existing results (other sections kept)
+    partial = gpu or set(sections) != set(SECTIONS)
+    results = json.loads(res_path.read_text()) if partial and res_path.exists() else {}
     if not gpu:
-        results = {"machine": machine_info(), "versions": versions(), "date": now_iso(),
-                   "mode": "quick" if quick else "full"}
+        results.update({"machine": machine_info(), "versions": versions(), "date": now_iso(),
+                        "mode": "quick" if quick else "full"})
     if notes:
         results["notes"] = list(results.get("notes", [])) + list(notes)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     need_model = any(s in sections for s in ("throughput", "scaling", "engines"))
-    records, training, model_dir = run_quality(sp, st, work, only_model="quality" not in sections or gpu)
-    seconds["gpu_model_fit" if gpu else "quality_and_training"] = round(time.perf_counter() - t, 1)
+    records, training, model_dir = [], [], None
+    if need_model or gpu or "quality" in sections:
+        records, training, model_dir = run_quality(sp, st, work, only_model="quality" not in sections or gpu)
+        seconds["gpu_model_fit" if gpu else "quality_and_training"] = round(time.perf_counter() - t, 1)
     if gpu:
         t = time.perf_counter()
         results["gpu"] = {**run_throughput(sp, st, work, model_dir), "machine": machine_info(), "date": now_iso()}
@@ -248,9 +284,13 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
             t = time.perf_counter()
             results["engines"] = run_engines(sp, st, work, model_dir)
             seconds["engines"] = round(time.perf_counter() - t, 1)
+        if "taxonomy" in sections:
+            t = time.perf_counter()
+            results["taxonomy"] = run_taxonomy(sp, st, work)
+            seconds["taxonomy"] = round(time.perf_counter() - t, 1)
         seconds["total"] = round(time.perf_counter() - t_all, 1)
         seconds["cpu_total"] = round(sp.cpu_seconds, 1)  # all measuring processes; idle 2-core wall >= cpu/2
-        results["section_seconds"] = seconds
+        results["section_seconds"] = {**(results.get("section_seconds", {}) if partial else {}), **seconds}
         results["settings"] = _settings_summary(st)
         results["machine"]["load_average_at_end"] = load_average()
     write_results(results, res_path)

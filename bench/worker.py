@@ -75,10 +75,10 @@ class Spawner:
 
 
 def _tasks():
-    from . import engines, quality, scaling, throughput
+    from . import engines, quality, scaling, taxonomy, throughput
 
     return {"quality": quality.run, "throughput": throughput.run, "nightly": scaling.run_once,
-            "engines": engines.run}
+            "engines": engines.run, "taxonomy": taxonomy.run_once}
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ from .lgbm import balanced_weights, lgbm_params, raw_scores, train_meta
 from .meta_features import Passthrough, build_meta_matrix
 from .oof import fit_clone, out_of_fold_proba
 from .pool import LogPool
+from .rerank import CandidateReranker
 from .subset import take
 from .thresholds import THRESHOLD_METHODS, select_thresholds
 
@@ -53,6 +54,12 @@ class StackParams:
     # (stacking/thresholds.lowest_threshold)
     threshold_method: str = "point"
     risk_delta: float = 0.05
+
+    # above this many classes the meta is the top-K candidate re-ranker (stacking/rerank.py):
+    # its cost grows with rows x rerank_top_k, not rows x classes
+    max_classes_multiclass: int = 100
+    rerank_top_k: int = 10
+    rerank_tokens: bool = False  # the item's title-token counts on every candidate row
 
     def __post_init__(self):
         if self.threshold_method not in THRESHOLD_METHODS:
@@ -94,12 +101,21 @@ class StackedClassifier:
                 self.base_oof_[name] = out_of_fold_proba(est, X, y, self.fold_, n_classes)
                 self.progress(f"{name}: refit on all {len(y)} rows")
                 self.base_models_[name] = fit_clone(est, X, y, n_classes)
-        return self._fit_meta(y, passthrough)
+        oof_logits = self._fit_meta(y, passthrough)
+        self._calibrate(oof_logits, y)
+        return self
 
-    def _fit_meta(self, y: np.ndarray, passthrough: Passthrough | None) -> "StackedClassifier":
-        """The meta layer over ``base_oof_`` on ``fold_``: LightGBM (+ pool), calibration,
-        thresholds. The one place the meta layer is fitted (``fit`` and ``without``)."""
+    def _fit_meta(self, y: np.ndarray, passthrough: Passthrough | None) -> np.ndarray:
+        """Steps 2-4: the meta-classifier out of fold, then on all rows; its out-of-fold logits."""
         p, n_classes = self.params, self.n_classes_
+        self.reranker_ = None
+        if n_classes > p.max_classes_multiclass:  # many classes: cost rows x K, not rows x classes
+            self.reranker_ = CandidateReranker.from_params(p, self.num_threads)
+            oof_logits = self.reranker_.fit_oof(self.base_oof_, y, self.fold_, passthrough,
+                                                _early_stopping_split, self.progress)
+            self.booster_, self.pool_, self.num_rounds_ = None, None, self.reranker_.num_rounds_
+            self.feature_names_, self.categorical_ = self.reranker_.feature_names_, self.reranker_.categorical_
+            return oof_logits
         # 2. meta features built only from out-of-fold probabilities
         F, self.feature_names_, self.categorical_ = build_meta_matrix(
             self.base_oof_, passthrough, p.max_classes_full_probas)
@@ -133,13 +149,15 @@ class StackedClassifier:
         self.pool_, (init_all,) = self._init_scores(y, all_idx, (all_idx,))
         self.booster_ = train_meta(F, y, self.feature_names_, self.categorical_, self.lgb_params_,
                                    self.num_rounds_, w, init=init_all)
+        return oof_logits
+
+    def _calibrate(self, oof_logits: np.ndarray, y: np.ndarray) -> None:
         # 5. calibration and thresholds, both on held-out (out-of-fold) meta scores
         self.temperature_ = fit_temperature(oof_logits, y)
         self.oof_proba_ = apply_temperature(oof_logits, self.temperature_)
         self.y_ = y
         self.threshold_rows_ = np.ones(len(y), dtype=bool)
-        self.thresholds_ = self._select(p.target_precision)
-        return self
+        self.thresholds_ = self._select(self.params.target_precision)
 
     def without(self, names: Iterable[str], passthrough: Passthrough | None = None) -> "StackedClassifier":
         """A new fitted stack without the base models ``names``: the kept base models (shared,
@@ -160,7 +178,8 @@ class StackedClassifier:
         new.n_classes_, new.fold_ = self.n_classes_, self.fold_
         new.base_oof_ = {n: self.base_oof_[n] for n in keep}
         new.base_models_ = {n: self.base_models_[n] for n in keep}
-        return new._fit_meta(self.y_, passthrough)
+        new._calibrate(new._fit_meta(self.y_, passthrough), self.y_)
+        return new
 
     def _select(self, target: float) -> np.ndarray:
         m = self.threshold_rows_
@@ -200,6 +219,8 @@ class StackedClassifier:
     def predict_proba(self, X, passthrough: Passthrough | None = None,
                       base_proba: dict[str, np.ndarray] | None = None) -> np.ndarray:
         base = self.base_proba(X) if base_proba is None else base_proba
+        if self.reranker_ is not None:
+            return apply_temperature(self.reranker_.logits(base, passthrough), self.temperature_)
         F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full_probas)
         logits = raw_scores(self.booster_, F)
         if self.pool_ is not None:
@@ -214,7 +235,10 @@ class StackedClassifier:
         for name, model in self.base_models_.items():
             bases[name] = _qualified(type(model))
             model.save(path / "base" / name)
-        self.booster_.save_model(str(path / "meta_lgbm.txt"))
+        if self.reranker_ is not None:
+            self.reranker_.save(path / "rerank")
+        else:
+            self.booster_.save_model(str(path / "meta_lgbm.txt"))
         np.savez_compressed(path / "oof.npz", oof_proba=self.oof_proba_, y=self.y_, fold=self.fold_,
                             threshold_rows=self.threshold_rows_)
         state = {
@@ -243,7 +267,9 @@ class StackedClassifier:
         self.num_rounds_ = state["num_rounds"]
         self.pool_ = LogPool.from_dict(state.get("pool"))
         self.thresholds_ = np.array([np.inf if t is None else t for t in state["thresholds"]])
-        self.booster_ = lgb.Booster(model_file=str(path / "meta_lgbm.txt"))
+        rerank = path / "rerank"  # the many-class meta (stacks saved before it have none)
+        self.reranker_ = CandidateReranker.load(rerank) if rerank.is_dir() else None
+        self.booster_ = None if self.reranker_ is not None else lgb.Booster(model_file=str(path / "meta_lgbm.txt"))
         oof = np.load(path / "oof.npz")
         self.oof_proba_, self.y_, self.fold_ = oof["oof_proba"], oof["y"], oof["fold"]
         self.threshold_rows_ = oof["threshold_rows"] if "threshold_rows" in oof else np.ones(len(self.y_), bool)
@@ -269,7 +295,8 @@ def _early_stopping_split(idx: np.ndarray, y: np.ndarray, seed: int, share: floa
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y[idx])
-    strat = y[idx] if counts[counts > 0].min() >= 2 else None
+    n_present = int((counts > 0).sum())  # stratifying needs >= 2 per class and a class per held-out row
+    strat = y[idx] if counts[counts > 0].min() >= 2 and int(len(idx) * share) >= n_present else None
     fit_idx, val_idx = train_test_split(idx, test_size=share, random_state=seed, stratify=strat)
     return np.sort(fit_idx), np.sort(val_idx)
 
