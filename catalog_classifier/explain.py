@@ -85,8 +85,7 @@ def why_text(guesses: dict[str, dict], groups: dict[str, float]) -> str:
 
 def add_reasons(clf, out: pd.DataFrame, base: dict[str, np.ndarray], passthrough) -> pd.DataFrame:
     """``why``/``why_json`` on every row of ``out`` (CatalogClassifier.route) not accepted at full depth."""
-    out["why"] = None
-    out["why_json"] = None
+    out["why"], out["why_json"] = None, None
     rows = np.flatnonzero(out["status"].astype(object).to_numpy() != "accepted")
     if not len(rows):
         return out
@@ -104,8 +103,7 @@ def add_reasons(clf, out: pd.DataFrame, base: dict[str, np.ndarray], passthrough
         texts.append(why_text(guesses[i], groups))
         blobs.append(json.dumps({"class": str(labels[cls[i]]), "raw_score": float(grouped[i].sum()),
                                  "base": guesses[i], "groups": groups}, ensure_ascii=False))
-    why = out["why"].astype(object).to_numpy()
-    why_json = out["why_json"].astype(object).to_numpy()
+    why, why_json = np.full(len(out), None, dtype=object), np.full(len(out), None, dtype=object)
     why[rows], why_json[rows] = texts, blobs
     out["why"], out["why_json"] = why, why_json
     return out
