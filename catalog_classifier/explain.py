@@ -9,8 +9,10 @@ Two parts, kept apart so that another meta-classifier can supply its own contrib
   (each base model's top guess, then the largest group contributions) and ``why_json``.
 
 Contributions are in raw-score (logit, before temperature) units of the explained class:
-the leaf guess (``model_category``). Computed only for the rows that need them: SHAP values
-cost about one tree pass per class.
+the leaf guess (``model_category``). Computed only for the rows that need them: LightGBM's
+TreeSHAP walks every tree of every class. Measured on the demo catalog at level 2 (31 classes,
+1,426 trees, 577 meta features, a shared 2-core machine): about 10 ms per explained row, against 0.3 ms per
+row for the meta-classifier's whole prediction.
 """
 from __future__ import annotations
 
