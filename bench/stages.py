@@ -25,6 +25,7 @@ FINE = {
     "predict.inputs": "features",  # text normalisation, tabular + sentencepiece features
     "predict.meta": "lightgbm",  # meta matrix, booster, opinion pool, temperature
     "predict.route": "route",  # thresholds + rules
+    "predict.explain": "lightgbm",  # pred_contrib of the rows not accepted at full depth
     "nightly.write_part": "write",
     "nightly.merge": "write",
     "nightly.report": "write",

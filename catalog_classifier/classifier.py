@@ -26,6 +26,7 @@ from .catalog.cleaning import title_key
 from .catalog.labels import make_labels
 from .catalog.schema import CATEGORY_SEP
 from .config import Config
+from .explain import add_reasons
 from .features.container import ItemInputs
 from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder, norm_key
 from .features.text import item_texts, normalize_text
@@ -170,6 +171,11 @@ class CatalogClassifier:
         A failure raises StageError naming the stage (featurize, predict), so the nightly
         job can tell which rows to reject and why.
         """
+        proba, base, reasons, _ = self._scores(items, image_root, progress, embeddings, image_reasons)
+        return proba, base, reasons
+
+    def _scores(self, items, image_root, progress, embeddings, image_reasons):
+        """predict_proba's parts plus the passthrough features (the reasons need them)."""
         with _stage("featurize"), events.stage("predict.inputs"):
             X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
             passthrough = self._passthrough(items, X)
@@ -177,17 +183,21 @@ class CatalogClassifier:
             base = self.stack_.base_proba(X)  # one predict.base stage per model
             with events.stage("predict.meta"):
                 proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
-        return proba, base, reasons
+        return proba, base, reasons, passthrough
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                 embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:
-        """One row per item: category, confidence, top-3, status (accepted/review), reason, rule.
+        """One row per item: category, confidence, top-3, status, reason, rule, and for every row
+        not accepted at full depth ``why``/``why_json`` (explain.add_reasons).
 
-        A failure raises StageError naming the stage (featurize, predict, route).
+        A failure raises StageError naming the stage (featurize, predict, route, explain).
         """
-        proba, _, img_reasons = self.predict_proba(items, image_root, progress, embeddings, image_reasons)
+        proba, base, img_reasons, passthrough = self._scores(items, image_root, progress, embeddings,
+                                                             image_reasons)
         with _stage("route"), events.stage("predict.route"):
-            return self.route(items, proba, img_reasons)
+            out = self.route(items, proba, img_reasons)
+        with _stage("explain"), events.stage("predict.explain"):
+            return add_reasons(self, out, base, passthrough)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
         """Route by the climb (deepest accepted category) or, without hierarchy data (models

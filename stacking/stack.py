@@ -227,6 +227,29 @@ class StackedClassifier:
             logits = logits + self.pool_.scores(base)
         return apply_temperature(logits, self.temperature_)
 
+    def contributions(self, X, passthrough: Passthrough | None = None,
+                      base_proba: dict[str, np.ndarray] | None = None,
+                      classes: np.ndarray | None = None) -> np.ndarray:
+        """Why each row scored its class: [n, n_features + 2], columns ``feature_names_`` then
+        LightGBM's bias (expected value) then the pool's init score (0 without a pool).
+
+        The row sums are the raw (pre-temperature) logits of ``classes`` (one class index per
+        row; default the argmax). LightGBM's ``pred_contrib`` (SHAP values) lays a multiclass
+        row out as ``n_classes`` blocks of ``n_features + 1`` (the last being the bias).
+        """
+        base = self.base_proba(X) if base_proba is None else base_proba
+        F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full_probas)
+        n, nf = F.shape[0], F.shape[1]
+        pool = self.pool_.scores(base) if self.pool_ is not None else np.zeros((n, self.n_classes_))
+        if classes is None:
+            logits = raw_scores(self.booster_, F) + pool
+            classes = logits.argmax(1)
+        classes = np.asarray(classes, dtype=np.int64)
+        # dense input: for sparse input LightGBM returns one sparse matrix per class instead
+        contrib = np.asarray(self.booster_.predict(F.toarray(), pred_contrib=True))
+        contrib = contrib.reshape(n, self.n_classes_, nf + 1)[np.arange(n), classes]
+        return np.column_stack([contrib, pool[np.arange(n), classes]])
+
     # ------------------------------------------------------------ save/load
     def save(self, path: str | Path) -> None:
         path = Path(path)

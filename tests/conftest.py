@@ -67,3 +67,16 @@ def heldout_items(demo_catalog, trained_model_dir):
     items = demo_catalog.items
     train = items.sample(frac=0.8, random_state=0)
     return items.drop(train.index).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def depth2_model_dir(tmp_path_factory, demo_catalog):
+    """A level-2 model (image head + linear text: the char-CNN adds cost, not paths) on the same 80%."""
+    from catalog_classifier.classifier import CatalogClassifier
+
+    train = demo_catalog.items.sample(frac=0.8, random_state=0).sort_index()
+    cfg = fast_config(catalog={"label_depth": 2}, stack={"base_models": ["image_head", "linear_text"]})
+    clf = CatalogClassifier(cfg).fit(train, image_root=demo_catalog.image_root, progress=False)
+    path = tmp_path_factory.mktemp("model2") / "model"
+    clf.save(path)
+    return path

@@ -221,7 +221,7 @@ def test_nightly_events_in_order(quick_run, tmp_path):
     # three chunks of 10, 10, 4 rows: per chunk the image stages, then the prediction stages, then its part
     per_chunk = [s for s in names if s.startswith(("predict.", "nightly.write_part"))]
     one = ["predict.inputs", *["predict.base"] * len(clf.base_names), "predict.meta", "predict.route",
-           "nightly.write_part"]
+           "predict.explain", "nightly.write_part"]
     assert per_chunk == one * 3
     models = [i["model"] for s, _, i in got if s == "predict.base"]
     assert models == list(clf.base_names) * 3

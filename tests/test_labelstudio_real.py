@@ -4,7 +4,9 @@ Installed from PyPI into its own cached virtual environment and started on 127.0
 from the exported labelstudio_config.xml, a local-files storage over the image folder, a real
 night's tasks (40 demo rows, some with missing or refused images), every image served, the
 predictions shown, a few tasks annotated through the API, the export fed to ``labels import``.
-A failed install fails the test: there is no skip.
+A failed install fails the test: there is no skip. A second project holds a level-2 model's
+queue with items accepted at a parent (tests/partial_helpers.py): their per-task choices
+(dynamic ``value="$choices"``) are what the server offers, and a label comes back as a refinement.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from catalog_classifier.nightly.review.queue import build_review_queue
 
 from conftest import DEMO_IMAGES
 from labelstudio_helpers import auth, ensure_label_studio, label_studio_server
+from partial_helpers import mark_partial
 
 BAD_IMAGES = ["/etc/passwd", "../../etc/passwd", "file:///etc/shadow", "no-such-photo.jpg"]
 TIMEOUT = 60
@@ -40,7 +43,20 @@ def night_tasks(trained_model_dir, heldout_items, out: Path):
     return clf, items, res
 
 
-def test_label_studio_round_trip(trained_model_dir, heldout_items, demo_catalog, tmp_path):
+def partial_tasks(depth2_model_dir, heldout_items, out: Path):
+    from catalog_classifier.classifier import CatalogClassifier
+
+    clf = CatalogClassifier.load(depth2_model_dir)
+    items = heldout_items.head(60)
+    proba, _, _ = clf.predict_proba(items, image_root=str(DEMO_IMAGES))
+    pred = mark_partial(clf.predict(items, image_root=str(DEMO_IMAGES)), proba, clf.labels_, min_parent=0.7)
+    queue = build_review_queue(pred, items, audit_rate=0.0, seed=0, labels=clf.labels_)
+    res = export_review_queue(queue, out, str(DEMO_IMAGES), categories=clf.labels_, model_version="demo/v4",
+                              settings=ReviewExportConfig(document_root=str(DEMO_IMAGES.parent)))
+    return clf, json.loads(Path(res.paths["labelstudio"]).read_text()), res
+
+
+def test_label_studio_round_trip(trained_model_dir, depth2_model_dir, heldout_items, demo_catalog, tmp_path):
     python = ensure_label_studio()  # raises (test fails) when the install is impossible
     clf, items, res = night_tasks(trained_model_dir, heldout_items, tmp_path / "review")
     tasks = json.loads(Path(res.paths["labelstudio"]).read_text())
@@ -94,8 +110,43 @@ def test_label_studio_round_trip(trained_model_dir, heldout_items, demo_catalog,
         export = tmp_path / "labelstudio-export.json"
         export.write_bytes(r.content)
 
+        # level 2, items accepted at a parent: the server keeps each task's own choices
+        clf2, tasks2, res2 = partial_tasks(depth2_model_dir, heldout_items, tmp_path / "review2")
+        r = s.post(f"{base}/api/projects", json={"title": "catalog refine", "label_config":
+                                                 Path(res2.paths["labelstudio_config"]).read_text()}, timeout=TIMEOUT)
+        assert r.status_code == 201, r.text
+        pid2 = r.json()["id"]
+        r = s.post(f"{base}/api/projects/{pid2}/import", json=tasks2, timeout=TIMEOUT)
+        assert r.status_code == 201, r.text
+        assert r.json()["task_count"] == len(tasks2) and r.json()["prediction_count"] == len(tasks2)
+        got2 = s.get(f"{base}/api/tasks", params={"project": pid2, "page_size": 1000, "fields": "all"},
+                     timeout=TIMEOUT).json()["tasks"]
+        partial = [t for t in got2 if t["data"].get("known_ancestor")]
+        assert len(partial) >= 2
+        for t in partial:
+            offered = [c["value"] for c in t["data"]["choices"]]
+            anc = t["data"]["known_ancestor"]
+            assert len(offered) >= 2 and all(c == anc or c.startswith(anc + " > ") for c in offered)
+            assert t["data"]["known_ancestor"] in t["data"]["hint"]
+            (p,) = s.get(f"{base}/api/predictions", params={"task": t["id"]}, timeout=TIMEOUT).json()
+            assert p["result"][0]["value"]["choices"][0] in offered
+        t = partial[0]
+        refined = [c["value"] for c in t["data"]["choices"]][-1]
+        r = s.post(f"{base}/api/tasks/{t['id']}/annotations", timeout=TIMEOUT, json={
+            "was_cancelled": False, "result": [{"from_name": "category", "to_name": "text", "type": "choices",
+                                                "value": {"choices": [refined]}}]})
+        assert r.status_code == 201, r.text
+        r = s.get(f"{base}/api/projects/{pid2}/export", params={"exportType": "JSON"}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text[:500]
+        export2 = tmp_path / "labelstudio-export-2.json"
+        export2.write_bytes(r.content)
+
     store = tmp_path / "labels.parquet"
     rep = import_labels(export, store, clf.labels_)
     assert rep.format == "labelstudio" and rep.added == len(chosen) and rep.unlabeled == len(tasks) - len(chosen)
     got_items, labels = labeled_items(store, demo_catalog.items)
     assert dict(zip(got_items["item_id"], labels)) == {t["data"]["item_id"]: truth[t["data"]["item_id"]] for t in chosen}
+    rep2 = import_labels(export2, tmp_path / "labels2.parquet", clf2.labels_)
+    assert rep2.added == 1 and rep2.refined == 1 and not rep2.outside_ancestor
+    got_items, labels = labeled_items(tmp_path / "labels2.parquet", demo_catalog.items)
+    assert dict(zip(got_items["item_id"], labels)) == {t["data"]["item_id"]: refined}

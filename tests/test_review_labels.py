@@ -74,11 +74,13 @@ def test_queue_order_duplicates_rules_and_audit_share(predictions, demo_catalog)
     assert q["priority"].tolist() == list(range(1, len(q) + 1))
     assert q["queue_reason"][~is_audit].str.startswith("review: ").all()
 
-    # model reviews: smallest margin first among first members of their duplicate group
+    # model reviews: highest expected value (p_wrong x items settled) first among first members of
+    # their duplicate group
     model = q[~is_audit & ~q["queue_reason"].str.startswith("review: rule ")]
     first = model[~model["title"].map(title_key).duplicated()]
-    assert (np.diff(first["margin"].to_numpy()) >= -1e-12).all()
-    assert model["margin"].iloc[0] == pytest.approx(model["margin"].min())
+    assert (np.diff(first["expected_value"].to_numpy()) <= 1e-12).all()
+    assert model["expected_value"].iloc[0] == pytest.approx(model["expected_value"].max())
+    np.testing.assert_allclose(q["expected_value"], q["p_wrong"] * (q["duplicates"] + 1))
     # near-duplicates are spread: never adjacent, and a group's copies come after every group's first
     keys = q["title"].map(title_key).tolist()
     assert all(a != b for a, b in zip(keys, keys[1:]))
@@ -155,7 +157,7 @@ def test_exports_follow_the_documented_formats(predictions, demo_catalog, clf, t
     objects = {el.get("name"): el.get("value") for el in view if el.tag in ("Image", "Text")}
     choices = view.find("Choices")
     assert choices.get("name") == "category" and choices.get("toName") in objects
-    assert [c.get("value") for c in choices.findall("Choice")] == clf.labels_
+    assert choices.get("value") == "$choices"  # each task's own options: the whole taxonomy here
     tasks = json.loads(Path(paths["labelstudio"]).read_text())
     assert len(tasks) == len(q)
     for task, (_, r) in zip(tasks, q.iterrows()):
@@ -163,6 +165,7 @@ def test_exports_follow_the_documented_formats(predictions, demo_catalog, clf, t
         for value in objects.values():  # every $variable of the config is in data
             assert value.lstrip("$") in task["data"]
         assert task["data"]["item_id"] == r["item_id"] and task["data"]["priority"] == r["priority"]
+        assert [c["value"] for c in task["data"]["choices"]] == clf.labels_
         (pred,) = task["predictions"]
         assert pred["model_version"] == "v7"
         assert pred["score"] == pytest.approx(r["confidence"], abs=1e-6) and 0 <= pred["score"] <= 1

@@ -1,6 +1,6 @@
 """Stream a catalog as validated chunks and turn each chunk into output rows.
 
-Every input row leaves a chunk exactly once: as a prediction (accepted/review) or as a
+Every input row leaves a chunk exactly once: as a prediction (accepted, accepted_partial or review) or as a
 rejection with its reason. Rejected are rows that cannot be identified (a broken record,
 a missing or unusable item_id, or an id already kept earlier in the file, in this chunk or
 any before it) and rows whose scoring fails on their own (score_items).

@@ -29,7 +29,11 @@ _PART = re.compile(r"^part-(\d+)\.parquet$")
 # Fixed schema: a chunk where a column happens to be all-null must still merge with the rest.
 SCHEMA = pa.schema([
     ("item_id", pa.string()), ("row", pa.int64()), ("status", pa.string()), ("reason", pa.string()),
+    # status: accepted (full depth), accepted_partial (at an ancestor: its refinement is reviewed),
+    # review or rejected. category/confidence: the deepest accepted node; model_category and
+    # leaf_confidence: the leaf guess; accepted_depth 0 for review
     ("category", pa.string()), ("confidence", pa.float64()), ("model_category", pa.string()),
+    ("leaf_confidence", pa.float64()), ("accepted_depth", pa.int64()),
     ("top1", pa.string()), ("top1_proba", pa.float64()),
     ("top2", pa.string()), ("top2_proba", pa.float64()),
     ("top3", pa.string()), ("top3_proba", pa.float64()),
@@ -39,6 +43,8 @@ SCHEMA = pa.schema([
     # where the record is in the source file ("12" or "12-14"; None for Parquet) and, for a
     # record the reader found broken, a bounded copy of its raw text (catalog.csv_reader)
     ("lines", pa.string()), ("raw", pa.string()),
+    # what decided a row not accepted at full depth (explain.add_reasons): text and JSON
+    ("why", pa.string()), ("why_json", pa.string()),
 ])
 COLUMNS = SCHEMA.names
 

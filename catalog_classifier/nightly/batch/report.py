@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ...io_utils import atomic_write_json, atomic_write_text
 from .commit import PREDICTIONS
@@ -20,9 +21,11 @@ from .drift import drift_block, training_reference
 from .manifest import MANIFEST
 
 log = logging.getLogger(__name__)
-STATUSES = ("accepted", "review", "rejected")
+# every record is counted once, under exactly one of these (accepted_partial: accepted at an
+# ancestor category, its refinement in the review queue)
+STATUSES = ("accepted", "accepted_partial", "review", "rejected")
 _DUP = re.compile(r"^duplicate item_id \(first kept at row \d+\)$")
-DRIFT_COLUMNS = ["status", "model_category", "confidence"]
+DRIFT_COLUMNS = ["status", "model_category", "confidence", "leaf_confidence"]
 
 
 def _counts(values: pd.Series) -> dict[str, int]:
@@ -33,6 +36,10 @@ def _counts(values: pd.Series) -> dict[str, int]:
 def summarize(pred: pd.DataFrame, source: dict | None = None) -> dict[str, Any]:
     """Counts by status and category, review rate, mean confidence, reasons.
 
+    ``review_rate``: share of predicted rows sent to review whole; ``partial_rate``: share accepted
+    at an ancestor only (both go to the queue). Confidence is the leaf guess's probability where
+    the rows carry it (``leaf_confidence``), so partial acceptance does not move it.
+
     ``source`` (the reader's stats: physical_lines, records) adds the ``input`` block:
     physical lines read, records parsed, rows out; rows out == records always.
     """
@@ -40,15 +47,16 @@ def summarize(pred: pd.DataFrame, source: dict | None = None) -> dict[str, Any]:
     done = pred[status != "rejected"]
     counts = {s: int((status == s).sum()) for s in STATUSES}
     by_cat = pd.crosstab(done["category"], done["status"]) if len(done) else pd.DataFrame()
-    by_category = {str(c): {"accepted": int(r.get("accepted", 0)), "review": int(r.get("review", 0)),
-                            "total": int(r.sum())} for c, r in by_cat.iterrows()}
+    by_category = {str(c): {**{s: int(r.get(s, 0)) for s in STATUSES[:-1]}, "total": int(r.sum())}
+                   for c, r in by_cat.iterrows()}
     rejected = pred.loc[status == "rejected", "reason"].astype(object)
     return {
         "rows": int(len(pred)), "counts": counts,
         **({"input": {"physical_lines": source.get("physical_lines"), "records": source.get("records"),
                       "rows_out": int(len(pred))}} if source is not None else {}),
         "review_rate": counts["review"] / len(done) if len(done) else None,
-        "mean_confidence": float(done["confidence"].mean()) if len(done) else None,
+        "partial_rate": counts["accepted_partial"] / len(done) if len(done) else None,
+        "mean_confidence": float(leaf_confidence(done).mean()) if len(done) else None,
         "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]["total"])),
         "rejections": _counts(rejected.map(lambda r: "duplicate item_id" if _DUP.match(str(r)) else r)),
         "review_reasons": _counts(pred.loc[status == "review", "reason"].astype(object)),
@@ -79,9 +87,16 @@ def _is_finished(d: Path) -> bool:
     return m.get("status") == "complete" and (d / PREDICTIONS).is_file()
 
 
+def leaf_confidence(rows: pd.DataFrame) -> pd.Series:
+    """The leaf guess's probability: ``leaf_confidence`` where present, else ``confidence``
+    (rows of a model without hierarchical routing, or older nights)."""
+    conf = rows["confidence"].astype(float)
+    return rows["leaf_confidence"].astype(float).fillna(conf) if "leaf_confidence" in rows else conf
+
+
 def _drift_inputs(pred: pd.DataFrame) -> tuple[dict[str, int], np.ndarray]:
     done = pred[pred["status"].astype(object) != "rejected"]
-    return _counts(done["model_category"].astype(object)), done["confidence"].to_numpy(dtype=float)
+    return _counts(done["model_category"].astype(object)), leaf_confidence(done).to_numpy(dtype=float)
 
 
 def drift_report(pred: pd.DataFrame, clf, previous: Path | None, alpha: float) -> dict[str, Any]:
@@ -91,7 +106,9 @@ def drift_report(pred: pd.DataFrame, clf, previous: Path | None, alpha: float) -
     out: dict[str, Any] = {"alpha": alpha, "training": drift_block(ref_counts, ref_conf, counts, conf, alpha),
                            "previous": None, "previous_dir": None}
     if previous is not None:
-        prev = pd.read_parquet(Path(previous) / PREDICTIONS, columns=DRIFT_COLUMNS)
+        prev_path = Path(previous) / PREDICTIONS
+        present = set(pq.ParquetFile(prev_path).schema_arrow.names)  # a night before leaf_confidence
+        prev = pd.read_parquet(prev_path, columns=[c for c in DRIFT_COLUMNS if c in present])
         p_counts, p_conf = _drift_inputs(prev)
         out["previous"] = drift_block(p_counts, p_conf, counts, conf, alpha)
         out["previous_dir"] = str(previous)
@@ -126,14 +143,16 @@ def render_markdown(r: dict[str, Any]) -> str:
              f"Catalog `{r['catalog']}`, model {r['model']['name']} "
              f"{'version ' + str(r['model']['version']) if r['model']['version'] is not None else '(unversioned)'} "
              f"from `{r['model']['source']}`.", "",
-             f"{s['rows']} rows: {c['accepted']} accepted, {c['review']} to review, {c['rejected']} rejected. "
+             f"{s['rows']} rows: {c['accepted']} accepted, {c['accepted_partial']} accepted at a parent category "
+             f"(refinement to review), {c['review']} to review, {c['rejected']} rejected. "
              f"Review rate {_fmt(s['review_rate'], '.1%')}, mean confidence {_fmt(s['mean_confidence'], '.3f')}.", ""]
     if s["rejections"]:
         lines += ["Rejected: " + ", ".join(f"{k} ({v})" for k, v in s["rejections"].items()), ""]
     if s["image_issues"]:
         lines += ["Predicted without image: " + ", ".join(f"{k} ({v})" for k, v in s["image_issues"].items()), ""]
-    lines += ["| category | accepted | review |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v['accepted']} | {v['review']} |" for k, v in list(s["by_category"].items())[:25]]
+    lines += ["| category | accepted | accepted at parent | review |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['accepted']} | {v.get('accepted_partial', 0)} | {v['review']} |"
+              for k, v in list(s["by_category"].items())[:25]]
     d = r["drift"]
     lines += ["", f"## Drift (flagged when p < {d['alpha']})"]
     lines += _drift_line("training data", d["training"])
@@ -150,7 +169,7 @@ def render_markdown(r: dict[str, Any]) -> str:
 def mlflow_metrics(r: dict[str, Any]) -> dict[str, float]:
     s = r["summary"]
     m = {"rows": s["rows"], **{f"n_{k}": v for k, v in s["counts"].items()}}
-    for k in ("review_rate", "mean_confidence"):
+    for k in ("review_rate", "partial_rate", "mean_confidence"):
         if s[k] is not None:
             m[k] = s[k]
     for ref in ("training", "previous"):

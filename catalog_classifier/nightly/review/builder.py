@@ -16,7 +16,7 @@ import pandas as pd
 
 from ...config import Config
 from .exports import export_review_queue
-from .queue import ITEM_COLUMNS, audit_sample, build_review_queue
+from .queue import AUDIT, ITEM_COLUMNS, QUEUED, audit_sample, build_review_queue
 
 REVIEW_DIR = "review"
 
@@ -28,16 +28,18 @@ def build_queue(pred: pd.DataFrame, stream, out_dir: Path, cfg: Config, clf=None
     live = pred[pred["status"].astype(object) != "rejected"].reset_index(drop=True)
     accepted = live[live["status"].astype(object) == "accepted"]
     audit_ids = set(audit_sample(accepted["item_id"], n.audit_rate, n.audit_seed).tolist())
-    wanted = live["status"].astype(object).eq("review") | live["item_id"].isin(audit_ids)
+    wanted = live["status"].astype(object).isin(QUEUED) | live["item_id"].isin(audit_ids)
     items = _queue_items(stream, live["row"].to_numpy(), live.loc[wanted, "row"].to_numpy(), list(ITEM_COLUMNS))
-    queue = build_review_queue(live, items, n.audit_rate, n.audit_seed)
+    labels = list(clf.labels_) if clf is not None else None
+    queue = build_review_queue(live, items, n.audit_rate, n.audit_seed, labels=labels)
     stamp = dt.datetime.fromisoformat(created_at) if created_at else None
     res = export_review_queue(queue, out_dir / REVIEW_DIR, cfg.catalog.image_root,
-                              categories=list(clf.labels_) if clf is not None else None,
+                              categories=labels,
                               created_at=stamp, settings=cfg.review_export)
-    reasons = queue["queue_reason"].astype(object)
-    return {"items": int(len(queue)), "review": int((reasons != "audit").sum()),
-            "audit": int((reasons == "audit").sum()), "audit_rate": n.audit_rate,
+    reasons, status = queue["queue_reason"].astype(object), queue["status"].astype(object)
+    return {"items": int(len(queue)), "review": int(((reasons != AUDIT) & (status == "review")).sum()),
+            "partial": int((status == QUEUED[1]).sum()),
+            "audit": int((reasons == AUDIT).sum()), "audit_rate": n.audit_rate,
             "image_tasks": res.image_tasks, "text_tasks": res.text_tasks, "warnings": res.warnings,
             "files": {k: str(Path(p).relative_to(out_dir)) for k, p in res.paths.items()}}
 

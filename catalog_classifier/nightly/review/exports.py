@@ -12,13 +12,23 @@
   a plain image or text classification job; the guess is context, not a pre-annotation.
 - ``review_queue.gt_label_categories.json``: the job's label-category file
   (``{"document-version": "2018-11-28", "labels": [{"label": ...}, ...]}``).
+- Partial items (``accepted_partial``: the category is known down to ``known_ancestor``) go to
+  Ground Truth per parent, since a job has one label-category list: for each known ancestor a
+  ``review_queue.partial-<slug>.gt_label_categories.json`` holding the labels at or below it and
+  ``review_queue.partial-<slug>.{image,text}.manifest.jsonl`` (only the non-empty ones);
+  ``review_queue.gt_parents.json`` maps each parent to its files. Every manifest line carries
+  ``known_ancestor`` and ``why`` (the model's reasons) next to the other metadata keys.
 - ``review_queue.labelstudio.json``: Label Studio tasks with ``predictions`` (pre-annotations,
   with ``model_version`` and ``score`` = the model confidence). Tasks are in queue order, so Label
   Studio's default order (task id) is the queue's; ``data.priority`` keeps it for sorting too.
   Images are referenced as ``review_export.labelstudio_images`` says (local-files URL, URL prefix
   or s3://); an item without a usable image gets a blank inline placeholder (no file reference)
   and ``data.has_image`` false: a text task in the same project.
-- ``labelstudio_config.xml``: the matching labeling config (Choices "category" over Text "text").
+- ``labelstudio_config.xml``: the matching labeling config: Choices "category" over Text "text" with
+  DYNAMIC options (``value="$choices"``): each task's ``data.choices`` lists the labels it may get
+  (the whole taxonomy; a partial item's: those at or below its ``known_ancestor``, which
+  ``data.hint`` names and the pre-annotation (the model's leaf guess) already sits under);
+  ``data.why`` shows the model's reasons.
 
 An image is referenced only when the loader used it (no ``image_issue``) and it is a regular file
 inside the image root; a refused or missing image (``/etc/passwd``, ``../``, ``file://``, a symlink
@@ -26,10 +36,12 @@ out of the root) is never written into any export. Every file is written atomica
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,14 +54,18 @@ from ...config import ReviewExportConfig
 from ...features.images import resolve_image_path
 from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text
 from ...preflight import OperatorError
+from .queue import PARTIAL, allowed_labels
 
 log = logging.getLogger(__name__)
 PREDICTION_ATTRIBUTE = "predicted-category"
 CONTROL_NAME = "category"  # Label Studio <Choices name=...>; the import reads it back
 TEXT_NAME = "text"
 IMAGE_NAME = "image"
+WHY_NAME, HINT_NAME, CHOICES_NAME = "why", "hint", "choices"  # Label Studio data fields
 META_KEYS = ("item_id", "title", "brand", "domain", "url", "queue_reason", "priority", "top1", "top2",
-             "top3", "rule_id")
+             "top3", "rule_id", "known_ancestor", "why")
+NO_WHY = "(accepted: audit sample)"
+FULL_HINT = "Pick the product category"
 LS_IMAGE_MODES = ("local-files", "url", "s3")
 LOCAL_FILES_URL = "/data/local-files/?d="
 # a 1x1 transparent GIF: what a text task shows in the Image slot (no file behind it)
@@ -106,8 +122,9 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
     records = [_clean(r) for r in queue.to_dict(orient="records")]
     root = os.path.realpath(image_root or ".")
     images = [safe_image(r.get("image"), r.get("image_issue"), image_root) for r in records]
-    gt = [_gt_line(r, img, root, cats, s.s3_prefix, job_name, stamp) for r, img in zip(records, images)]
-    ls = [_ls_task(r, _ls_image(img, root, s), version) for r, img in zip(records, images)]
+    allowed = [allowed_labels(cats, r["known_ancestor"]) if _partial(r) else cats for r in records]
+    gt = [_gt_line(r, img, root, a, s.s3_prefix, job_name, stamp) for r, img, a in zip(records, images, allowed)]
+    ls = [_ls_task(r, _ls_image(img, root, s), version, a) for r, img, a in zip(records, images, allowed)]
     res = ReviewExports({}, sum(i is not None for i in images), sum(i is None for i in images))
     if res.image_tasks and not s.s3_prefix:
         res.warnings.append(f"Ground Truth: {res.image_tasks} image reference(s) are local paths, not s3:// "
@@ -122,17 +139,58 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
         "csv": atomic_write_table(queue.assign(image=[r.get("image") if i is not None else None
                                                        for r, i in zip(records, images)]),
                                   out / "review_queue.csv"),
-        "groundtruth_image": atomic_write_text(_jsonl(line for line, i in zip(gt, images) if i is not None),
+        "groundtruth_image": atomic_write_text(_jsonl(line for line, i, r in zip(gt, images, records)
+                                                      if i is not None and not _partial(r)),
                                                out / "review_queue.image.manifest.jsonl"),
-        "groundtruth_text": atomic_write_text(_jsonl(line for line, i in zip(gt, images) if i is None),
+        "groundtruth_text": atomic_write_text(_jsonl(line for line, i, r in zip(gt, images, records)
+                                                     if i is None and not _partial(r)),
                                               out / "review_queue.text.manifest.jsonl"),
         "groundtruth_categories": atomic_write_json(
             {"document-version": "2018-11-28", "labels": [{"label": c} for c in cats]},
             out / "review_queue.gt_label_categories.json"),
         "labelstudio": atomic_write_json(ls, out / "review_queue.labelstudio.json"),
-        "labelstudio_config": atomic_write_text(labelstudio_config(cats), out / "labelstudio_config.xml"),
+        "labelstudio_config": atomic_write_text(labelstudio_config(), out / "labelstudio_config.xml"),
+        **_gt_per_parent(out, records, gt, images, cats),
     }
     return res
+
+
+def _partial(r: dict) -> bool:
+    return r.get("status") == PARTIAL and isinstance(r.get("known_ancestor"), str)
+
+
+def _guess(r: dict):
+    """The label a task is pre-filled with: a partial item's leaf guess (under its known ancestor)."""
+    return r.get("model_category") if _partial(r) else r.get("category")
+
+
+def parent_slug(parent: str) -> str:
+    """A file-name-safe, collision-free name for a parent category."""
+    words = re.sub(r"[^A-Za-z0-9]+", "-", parent).strip("-").lower()[:48] or "category"
+    return f"{words}-{hashlib.sha256(parent.encode()).hexdigest()[:8]}"
+
+
+def _gt_per_parent(out: Path, records: list[dict], gt: list[dict], images: list, cats: list[str]) -> dict:
+    """One label-category file and image/text manifests per known ancestor of the partial items."""
+    paths, index = {}, {}
+    for parent in sorted({r["known_ancestor"] for r in records if _partial(r)}):
+        slug = parent_slug(parent)
+        stem = out / f"review_queue.partial-{slug}"
+        entry = {"items": 0, "categories": f"{stem.name}.gt_label_categories.json"}
+        paths[f"groundtruth_partial_{slug}_categories"] = atomic_write_json(
+            {"document-version": "2018-11-28", "labels": [{"label": c} for c in allowed_labels(cats, parent)]},
+            out / entry["categories"])
+        for kind, want_image in (("image", True), ("text", False)):
+            lines = [line for line, r, i in zip(gt, records, images)
+                     if _partial(r) and r["known_ancestor"] == parent and (i is not None) == want_image]
+            if lines:
+                entry[kind] = f"{stem.name}.{kind}.manifest.jsonl"
+                entry["items"] += len(lines)
+                paths[f"groundtruth_partial_{slug}_{kind}"] = atomic_write_text(_jsonl(lines), out / entry[kind])
+        index[parent] = entry
+    if index:
+        paths["groundtruth_parents"] = atomic_write_json(index, out / "review_queue.gt_parents.json")
+    return paths
 
 
 def safe_image(image, image_issue, image_root: str | None) -> str | None:
@@ -188,7 +246,7 @@ def _gt_line(r: dict, rel: str | None, root: str, cats: list[str], s3_prefix: st
     else:
         line = {"source": (item_text(r) or str(r.get("item_id")))[:GT_MAX_ATTRIBUTE_CHARS]}
     line.update({k: _short(r.get(k)) for k in META_KEYS if r.get(k) is not None})
-    label = r.get("category")
+    label = _guess(r)
     line[PREDICTION_ATTRIBUTE] = cats.index(label) if label in cats else None
     line[f"{PREDICTION_ATTRIBUTE}-metadata"] = {
         "class-name": label,
@@ -201,18 +259,23 @@ def _gt_line(r: dict, rel: str | None, root: str, cats: list[str], s3_prefix: st
     return line
 
 
-def _ls_task(r: dict, image: str, version: str) -> dict:
-    data = {IMAGE_NAME: image, "has_image": image != BLANK_IMAGE, TEXT_NAME: item_text(r)}
+def _ls_task(r: dict, image: str, version: str, allowed: list[str]) -> dict:
+    hint = (f"Known: {r['known_ancestor']} > ?  Pick one of its {len(allowed)} categories"
+            if _partial(r) else FULL_HINT)
+    data = {IMAGE_NAME: image, "has_image": image != BLANK_IMAGE, TEXT_NAME: item_text(r),
+            HINT_NAME: hint, WHY_NAME: r.get("why") or NO_WHY}
     data.update({k: r.get(k) for k in META_KEYS if r.get(k) is not None})
+    data[CHOICES_NAME] = [{"value": c} for c in allowed]
     task: dict = {"data": data, "predictions": []}
-    if isinstance(r.get("category"), str):
+    label = _guess(r)
+    if isinstance(label, str):
         task["predictions"].append({
             "model_version": version,
             "score": _round(r.get("confidence")),
             "result": [{
                 "id": f"pred-{r.get('priority')}",
                 "from_name": CONTROL_NAME, "to_name": TEXT_NAME, "type": "choices",
-                "value": {"choices": [r["category"]]},
+                "value": {"choices": [label]},
             }],
         })
     return task
@@ -226,24 +289,30 @@ def _short(v):
     return v[:_GT_META_CHARS] if isinstance(v, str) else v
 
 
-def labelstudio_config(categories: list[str]) -> str:
-    """Labeling config: the image and text for context, one single-choice category control."""
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in categories)
+def labelstudio_config() -> str:
+    """Labeling config: the image and text for context, the hint (a partial item's known
+    ancestor) and the model's reasons, one single-choice category control whose options are
+    each task's own ``data.choices``."""
     return (
         "<View>\n"
-        f"  <Header value={quoteattr('Pick the product category')}/>\n"
+        f"  <Header value={quoteattr(FULL_HINT)}/>\n"
         f"  <Image name=\"{IMAGE_NAME}\" value=\"${IMAGE_NAME}\" maxWidth=\"480px\"/>\n"
         f"  <Text name=\"{TEXT_NAME}\" value=\"${TEXT_NAME}\"/>\n"
-        f"  <Choices name=\"{CONTROL_NAME}\" toName=\"{TEXT_NAME}\" choice=\"single\" showInLine=\"false\">\n"
-        f"{choices}\n"
-        "  </Choices>\n"
+        f"  <Text name=\"{HINT_NAME}\" value=\"${HINT_NAME}\"/>\n"
+        f"  <Choices name=\"{CONTROL_NAME}\" toName=\"{TEXT_NAME}\" choice=\"single\" showInLine=\"false\" "
+        f"value=\"${CHOICES_NAME}\"/>\n"
+        f"  <Text name=\"{WHY_NAME}\" value=\"${WHY_NAME}\"/>\n"
         "</View>\n"
     )
 
 
 def _categories_in(queue: pd.DataFrame) -> list[str]:
-    cols = [c for c in ("category", "top1", "top2", "top3") if c in queue]
-    vals = pd.unique(queue[cols].to_numpy().ravel()) if cols else []
+    """The labels the queue names (a partial row's category is an ancestor, not a label)."""
+    cols = [c for c in ("model_category", "top1", "top2", "top3") if c in queue]
+    vals = set(pd.unique(queue[cols].to_numpy().ravel())) if cols else set()
+    if "category" in queue:
+        rows = queue["status"] != PARTIAL if "status" in queue else slice(None)
+        vals |= set(queue.loc[rows, "category"])
     return sorted(v for v in vals if isinstance(v, str))
 
 

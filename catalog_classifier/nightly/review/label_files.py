@@ -1,8 +1,10 @@
 """Readers for the files reviewers send back: Ground Truth output manifest, Label Studio export, CSV.
 
 Each reader returns one row per human label found: item_id, label, time (UTC, NaT when the
-file does not say), annotator, origin (job / project name, for the store's ``source``), plus a
-count of records that carried no usable human label (cancelled, machine-annotated, failed).
+file does not say), annotator, origin (job / project name, for the store's ``source``),
+known_ancestor (the category an ``accepted_partial`` item was already accepted at, as the
+export wrote it; None otherwise), plus a count of records that carried no usable human label
+(cancelled, machine-annotated, failed).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pandas as pd
 from ...io_utils import unescape_cell
 from .exports import CONTROL_NAME
 
-COLUMNS = ["item_id", "label", "time", "annotator", "origin"]
+COLUMNS = ["item_id", "label", "time", "annotator", "origin", "known_ancestor"]
 
 
 class LabelImportError(ValueError):
@@ -83,7 +85,7 @@ def read_groundtruth(path: Path, label_attribute: str | None = None) -> ParsedLa
                 problems.append(f"line {n}: no item_id")
                 continue
             when, label, job = max(found, key=lambda t: t[0])
-            rows.append((str(line["item_id"]), label, when or None, None, job))
+            rows.append((str(line["item_id"]), label, when or None, None, job, line.get("known_ancestor")))
     return ParsedLabels("groundtruth", _frame(rows), unlabeled, problems)
 
 
@@ -106,7 +108,7 @@ def read_labelstudio(path: Path) -> ParsedLabels:
             ok = isinstance(label, str) and label != ""
             if ok and item_id not in (None, ""):
                 rows.append((str(item_id), label, task.get("updated_at") or task.get("created_at"),
-                             _annotator(task.get("annotator")), "labelstudio"))
+                             _annotator(task.get("annotator")), "labelstudio", task.get("known_ancestor")))
             elif ok:
                 problems.append(f"task #{n}: no item_id in data")
             else:
@@ -130,7 +132,8 @@ def read_labelstudio(path: Path) -> ParsedLabels:
         else:
             _, label, ann = best
             rows.append((str(item_id), label, ann.get("updated_at") or ann.get("created_at"),
-                         _annotator(ann.get("completed_by")), f"labelstudio:{task.get('project', '')}".rstrip(":")))
+                         _annotator(ann.get("completed_by")), f"labelstudio:{task.get('project', '')}".rstrip(":"),
+                         data.get("known_ancestor")))
     return ParsedLabels("labelstudio", _frame(rows), unlabeled, problems)
 
 
@@ -153,6 +156,7 @@ def read_csv(path: Path) -> ParsedLabels:
         "time": df[cols["time"]][ok] if "time" in cols else None,
         "annotator": df[cols["annotator"]][ok] if "annotator" in cols else None,
         "origin": "csv",
+        "known_ancestor": df[cols["known_ancestor"]][ok].replace("", None) if "known_ancestor" in cols else None,
     })
     return ParsedLabels("csv", _frame(rows), int((~ok).sum()))
 
@@ -175,6 +179,6 @@ def _frame(rows) -> pd.DataFrame:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=COLUMNS)
     df = df.reset_index(drop=True)
     df["time"] = pd.to_datetime(df["time"], utc=True, errors="coerce", format="ISO8601")
-    for c in ("item_id", "label", "annotator", "origin"):
+    for c in ("item_id", "label", "annotator", "origin", "known_ancestor"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
     return df[COLUMNS]

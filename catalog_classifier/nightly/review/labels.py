@@ -7,6 +7,8 @@ an item's label is its latest human label, so a later correction wins and nothin
 Import rules: a label equal to the item's current label is a duplicate (ignored); a different
 one is a conflict (stored, reported, latest wins); the "not for training" label is dropped;
 labels outside the taxonomy reject the whole file unless ``allow_unknown`` (then only those rows).
+A label for an ``accepted_partial`` item (the file says its ``known_ancestor``) refines it; one
+outside that ancestor is kept (a person overrules the model) but listed in ``outside_ancestor``.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ...io_utils import atomic_write_table
 from .label_files import LabelImportError, read_label_file
+from .queue import at_or_below
 from ...io_utils import file_lock
 
 STORE_COLUMNS = ["item_id", "label", "source", "time", "imported_at", "annotator", "file"]
@@ -37,11 +41,19 @@ class ImportReport:
     conflicts: list[dict] = field(default_factory=list)
     unknown: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    refined: int = 0  # labels for partial items at or below their known ancestor
+    outside_ancestor: list[dict] = field(default_factory=list)  # kept, flagged
 
     def summary(self) -> str:
         lines = [f"{self.file} ({self.format}): {self.read} labels read, {self.added} added, "
                  f"{self.duplicates} duplicates ignored, {self.not_for_training} marked not-for-training, "
                  f"{self.unlabeled} records without a human label"]
+        if self.refined or self.outside_ancestor:
+            lines.append(f"{self.refined + len(self.outside_ancestor)} label(s) refine items accepted at a parent "
+                         f"category, {len(self.outside_ancestor)} of them outside it")
+        for o in self.outside_ancestor:
+            lines.append(f"outside the known ancestor {o['item_id']}: labeled {o['label']!r}, the model accepted "
+                         f"{o['known_ancestor']!r} (kept)")
         for c in self.conflicts:
             lines.append(f"conflict {c['item_id']}: {c['previous']!r} ({c['previous_time']}) vs "
                          f"{c['new']!r} ({c['new_time']}) -> {c['kept']!r} kept (latest)")
@@ -75,6 +87,11 @@ def import_labels(path: str | Path, store: str | Path, taxonomy: list[str] | Non
         if rep.unknown and not allow_unknown:
             raise LabelImportError(unknown_labels_message(rep.unknown, list(taxonomy)))
         new = new[~bad]
+    partial = new["known_ancestor"].map(lambda a: isinstance(a, str) and a != "").to_numpy(dtype=bool)
+    inside = [at_or_below(l, a) for l, a in zip(new["label"], new["known_ancestor"])]
+    outside = partial & ~np.array(inside, dtype=bool)
+    rep.refined = int((partial & ~outside).sum())
+    rep.outside_ancestor = new.loc[outside, ["item_id", "label", "known_ancestor"]].to_dict(orient="records")
     new = new.assign(
         source=[source or o or parsed.format for o in new["origin"]],
         time=new["time"].astype(_TS).fillna(now), imported_at=now, file=Path(path).name,
