@@ -28,6 +28,8 @@ MODEL_GROUPS = {"image_head": "image", "char_cnn": "text models", "linear_text":
 DENSE_GROUPS = {"brand": "brand", "brand_freq": "brand", "log_price": "price", "domain": "domain",
                 "has_image": "image", "title_len": "text length", "desc_len": "text length"}
 TOKEN_GROUP = "title tokens"
+# the re-ranker's per-candidate features (stacking/rerank.py): pool:*, cand:*
+PREFIX_GROUPS = {"pool": "pooled base models", "cand": "category prior"}
 POOL, BIAS = "pool", "bias"
 BASE_LABELS = {"image_head": "image", "char_cnn": "text", "linear_text": "linear_text", "brand_prior": "brand_prior"}
 SHOWN_GROUPS = 4  # groups named in the short text (the JSON keeps them all)
@@ -39,7 +41,7 @@ def feature_group(name: str) -> str:
         return TOKEN_GROUP
     if ":" in name:
         model = name.split(":", 1)[0]
-        return MODEL_GROUPS.get(model, model)
+        return MODEL_GROUPS.get(model, PREFIX_GROUPS.get(model, model))
     return DENSE_GROUPS.get(name, name)
 
 

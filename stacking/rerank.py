@@ -189,15 +189,17 @@ class CandidateReranker:
         return self._logits(s, cand, self.n_classes_)
 
     def contributions(self, base: dict[str, np.ndarray], passthrough: Passthrough | None = None
-                      ) -> tuple[np.ndarray, list[str]]:
+                      ) -> tuple[np.ndarray, list[str], np.ndarray]:
         """LightGBM ``pred_contrib`` of each item's best-scored candidate row: [n, d + 1]
-        (the last column is the bias) and the feature names. Raw-score units of that
-        candidate (the pool's starting score is not included)."""
+        (the last column is the bias), the feature names, and the pool's starting score of
+        that candidate ([n]; 0 when the trees do not start from the pool). Raw-score units."""
         X, cand, init = self._features(base, passthrough, slice(None), self.pool_, self.log_prior_)
-        s = raw_scores(self.booster_, X).reshape(cand.shape) + (init if self.boost_from_pool else 0.0)
-        rows = np.arange(len(cand)) * cand.shape[1] + s.argmax(1)
+        init = init if self.boost_from_pool else np.zeros(cand.shape)
+        s = raw_scores(self.booster_, X).reshape(cand.shape) + init
+        best = s.argmax(1)
+        rows = np.arange(len(cand)) * cand.shape[1] + best
         contrib = np.asarray(self.booster_.predict(X[rows], pred_contrib=True))
-        return contrib, self.feature_names_ + ["bias"]
+        return contrib, self.feature_names_ + ["bias"], init[np.arange(len(cand)), best]
 
     # ----------------------------------------------------------- save/load
     def save(self, path: str | Path) -> None:

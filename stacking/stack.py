@@ -234,10 +234,14 @@ class StackedClassifier:
         LightGBM's bias (expected value) then the pool's init score (0 without a pool).
 
         The row sums are the raw (pre-temperature) logits of ``classes`` (one class index per
-        row; default the argmax). LightGBM's ``pred_contrib`` (SHAP values) lays a multiclass
+        row; default the argmax). With the re-ranker meta (many classes) the columns are the
+        re-ranker's features and the row is always its best candidate (``classes`` is ignored). LightGBM's ``pred_contrib`` (SHAP values) lays a multiclass
         row out as ``n_classes`` blocks of ``n_features + 1`` (the last being the bias).
         """
         base = self.base_proba(X) if base_proba is None else base_proba
+        if self.reranker_ is not None:  # the re-ranker explains its best candidate (the argmax class)
+            contrib, _, start = self.reranker_.contributions(base, passthrough)
+            return np.column_stack([contrib, start])
         F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full_probas)
         n, nf = F.shape[0], F.shape[1]
         pool = self.pool_.scores(base) if self.pool_ is not None else np.zeros((n, self.n_classes_))

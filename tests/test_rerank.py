@@ -112,12 +112,13 @@ def test_contributions_of_the_chosen_candidate_add_up_to_its_score(level3, fitte
     stack = fitted[0]
     r = stack.reranker_
     base = stack.base_proba(X)
-    contrib, names = r.contributions(base, pt)
+    contrib, names, start = r.contributions(base, pt)
     assert contrib.shape == (len(y), len(r.feature_names_) + 1) and names[-1] == "bias"
     Fx, cand, init = r._features(base, pt, slice(None), r.pool_, r.log_prior_)
     s = rerank.raw_scores(r.booster_, Fx).reshape(cand.shape)
     best = (s + init).argmax(1)
     np.testing.assert_allclose(contrib.sum(1), s[np.arange(len(y)), best], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(start, init[np.arange(len(y)), best] if r.boost_from_pool else 0.0)
 
 
 def test_below_the_switch_the_multiclass_meta_stays(level3):
