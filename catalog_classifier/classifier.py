@@ -222,7 +222,8 @@ class CatalogClassifier:
         st, p = self.stack_, self.stack_.params
         m = st.threshold_rows_
         return HierarchicalRouter(p.target_precision, p.min_support, p.precision_confidence, p.threshold_method,
-                                  p.risk_delta, CATEGORY_SEP).fit(self.labels_, st.y_[m], st.oof_proba_[m],
+                                  p.risk_delta, CATEGORY_SEP).fit(
+                                      self.labels_, st.y_[m], st.oof_proba_[m],
                                                                   st.thresholds_)
 
     # ----------------------------------------------------------- evaluate

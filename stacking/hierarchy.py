@@ -99,6 +99,10 @@ class HierarchicalRouter:
     flat per-class thresholds (kept as they are, so coverage at full depth equals flat routing).
     A node's candidate rows are those predicted below it and not accepted deeper; its threshold
     is the lowest reaching the target on them (``stacking.thresholds.lowest_threshold``).
+    Ancestors get no precision shrinkage (tried on Flipkart level 2, cross-fitted: shrinking each
+    node's curve toward its depth's pooled curve lowered coverage at any depth at 0.98 from
+    0.758 to 0.692). ``guaranteed`` uses one threshold per depth, its Clopper-Pearson bound
+    taken on that depth's candidate rows pooled.
     """
 
     def __init__(self, target_precision: float = 0.95, min_support: int = 10, confidence: float = 0.0,
@@ -120,12 +124,19 @@ class HierarchicalRouter:
         self.node_thresholds_ = np.full(len(h.nodes), np.inf)
         for d in range(h.max_depth - 1, 0, -1):  # deepest ancestors first
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
-            for j in np.unique(col[(col >= 0) & ~accepted]):
-                rows = (col == j) & ~accepted
-                ok = h.is_under(j, y[rows])
-                self.node_thresholds_[j] = lowest_threshold(
-                    pcol[rows], ok, self.target_precision, self.min_support, self.confidence,
-                    method=self.method, delta=self.delta)
+            cand = (col >= 0) & ~accepted
+            # right: the true label is the row's depth-d ancestor or that node itself (a folded leaf)
+            right = (h.ancestor_at[y, d - 1] == col) | (h.label_node[y] == col)
+            if self.method == "guaranteed":  # one threshold per depth, its bound on the pooled rows
+                t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
+                                     method=self.method, delta=self.delta)
+                self.node_thresholds_[np.unique(col[cand])] = t
+            else:
+                for j in np.unique(col[cand]):
+                    rows = cand & (col == j)
+                    self.node_thresholds_[j] = lowest_threshold(
+                        pcol[rows], right[rows], self.target_precision, self.min_support, self.confidence,
+                        method=self.method, delta=self.delta)
             thr = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)
             accepted |= (col >= 0) & (pcol >= thr)
         return self

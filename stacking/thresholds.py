@@ -32,15 +32,27 @@ def wilson_lower(correct: np.ndarray, total: np.ndarray, confidence: float) -> n
     return (centre - margin) / denom
 
 
-def global_precision(y_true: np.ndarray, proba: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Precision of all rows (any predicted class) whose confidence is >= each value of ``at``."""
-    conf = proba.max(1)
+def precision_curve(conf: np.ndarray, correct: np.ndarray):
+    """``at(values)``: the precision of the rows whose ``conf`` is >= each value (the pooled
+    curve a group's own curve is shrunk toward)."""
+    conf = np.asarray(conf, dtype=np.float64)
     order = np.argsort(-conf, kind="stable")
     s_conf = conf[order]
-    prec = np.cumsum(proba.argmax(1)[order] == np.asarray(y_true)[order]) / np.arange(1, len(conf) + 1)
-    # index of the last row with confidence >= t (s_conf is descending)
-    last = np.searchsorted(-s_conf, -np.asarray(at), side="right") - 1
-    return prec[np.clip(last, 0, len(prec) - 1)]
+    prec = np.cumsum(np.asarray(correct, dtype=np.float64)[order]) / np.arange(1, len(conf) + 1)
+
+    def at(values: np.ndarray) -> np.ndarray:
+        if not len(prec):
+            return np.zeros(len(np.atleast_1d(values)))
+        # index of the last row with confidence >= t (s_conf is descending)
+        last = np.searchsorted(-s_conf, -np.asarray(values), side="right") - 1
+        return prec[np.clip(last, 0, len(prec) - 1)]
+
+    return at
+
+
+def global_precision(y_true: np.ndarray, proba: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Precision of all rows (any predicted class) whose confidence is >= each value of ``at``."""
+    return precision_curve(proba.max(1), proba.argmax(1) == np.asarray(y_true))(at)
 
 
 def clopper_pearson_lower(correct: np.ndarray, total: np.ndarray, delta: float) -> np.ndarray:
@@ -130,12 +142,21 @@ def select_thresholds(
     method: str = "point",
     delta: float = 0.05,
 ) -> np.ndarray:
-    """Lowest threshold per predicted class whose accepted set reaches the target."""
+    """Lowest threshold per predicted class whose accepted set reaches the target.
+
+    ``guaranteed``: one threshold for all classes, tested on all rows pooled. A finite-sample
+    bound needs many rows (an error-free set needs 149 of them to pass 0.98 at delta 0.05), so
+    per class it would accept nothing in a catalog of a few thousand items; pooled, the bound
+    covers the accepted set as a whole (its precision, not every class's).
+    """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba)
     n_classes = proba.shape[1]
     pred = proba.argmax(1)
     conf = proba.max(1)
+    if method == "guaranteed":
+        t = lowest_threshold(conf, pred == y_true, target_precision, min_support, method=method, delta=delta)
+        return np.full(n_classes, t)
     thresholds = np.full(n_classes, np.inf)
     prior = lambda at: global_precision(y_true, proba, at)  # noqa: E731
     for c in range(n_classes):
