@@ -116,4 +116,4 @@ def test_oof_protocol_records_ablations_and_can_turn_them_off(demo_catalog):
     off, _ = oof_cross_validate(demo_catalog.items,
                                 cfg.with_overrides(stack={"base_models": ["image_head", "linear_text"]}),
                                 "flipkart1050", demo_catalog.image_root, progress=False, ablation=False)
-    assert {r["model"] for r in records(off)} == {"stack", "image", "linear_text", "tfidf_lr"}
+    assert {r["model"] for r in records(off)} == {"stack", "stack_guaranteed", "image", "linear_text", "tfidf_lr"}

