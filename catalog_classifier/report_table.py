@@ -55,7 +55,7 @@ def hierarchy_table(records: list[dict]) -> str:
     """One row per catalog/level and routing (``stack`` point thresholds, ``stack_guaranteed``):
     coverage at full and any depth, hierarchical precision and mean accepted depth at 0.98 and
     0.95, and for the guarantee mode the share of folds whose measured precision met the target."""
-    head = ("| catalog | level | routing | flat coverage @0.98 | full depth @0.98 | any depth @0.98 "
+    head = ("| catalog | level | routing | flat product @0.98 | full depth @0.98 | any depth @0.98 "
             "| hier. precision @0.98 | mean depth | any depth @0.95 (precision) | folds meeting 0.98 / 0.95 |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -67,7 +67,7 @@ def hierarchy_table(records: list[dict]) -> str:
             met = lambda k: sum(bool(f.get(f"meets_target_at_{k}")) for f in pf if f.get(f"meets_target_at_{k}") is not None)
             n = lambda k: sum(f.get(f"meets_target_at_{k}") is not None for f in pf)
             folds = f"{met('098')}/{n('098')} · {met('095')}/{n('095')}"
-        flat = _f(r.get("model_only_coverage_at_098", r.get("coverage_at_098")))
+        flat = _f(r.get("coverage_at_098"))  # the flat product (same model, same rules, no climb)
         rows.append(f"| {r['catalog']} | {r['level']} | {r['model']} | {flat if r['model'] == 'stack' else ''} "
                     f"| {_f(r.get('coverage_full_depth_at_098'))} | {_f(r.get('coverage_any_depth_at_098'))} "
                     f"| {_f(r.get('hierarchical_precision_at_098'))} | {_f(r.get('mean_accepted_depth'), 2)} "
