@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 LOCK = ".nightly.lock"
 FORMAT = 1
 
+
 class NightlyError(RuntimeError):
     """The night cannot run as asked (other input/model in the out dir, dir in use, ...)."""
 
