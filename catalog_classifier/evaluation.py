@@ -26,11 +26,11 @@ from .evaluation_ablation import ablation_records, fold_ablations
 from .features.container import ItemInputs
 from .features.text import item_texts
 from .models.peers import TfidfLR
+from .models.registry import report_name
 from .reporting import (classification_metrics, plot_confusion_matrix,
                         plot_reliability_diagram, plot_risk_coverage, risk_coverage_curve)
 
 TARGETS = (0.95, 0.98)
-BASE_REPORT_NAMES = {"image_head": "image", "char_cnn": "text", "linear_text": "linear_text"}
 
 
 @dataclass
@@ -69,7 +69,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     groups = np.array([title_key(t) for t in items["title"]], dtype=object)
     fold = make_folds(y, n_outer, seed, groups)
     n, C = len(y), len(labels)
-    names = ["stack", "tfidf_lr"] + [BASE_REPORT_NAMES.get(b, b) for b in probe.base_names]
+    names = ["stack", "tfidf_lr"] + [report_name(b) for b in probe.base_names]
     proba = {m: np.full((n, C), np.nan) for m in names}
     accepted = {t: np.zeros(n, dtype=bool) for t in TARGETS}
     accepted_model = {t: np.zeros(n, dtype=bool) for t in TARGETS}
@@ -89,7 +89,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         p, base, _ = clf.predict_proba(items.iloc[te], image_root, embeddings=None if emb is None else emb[te])
         proba["stack"][np.ix_(te, cols)] = p
         for b, pb in base.items():
-            proba[BASE_REPORT_NAMES.get(b, b)][np.ix_(te, cols)] = pb
+            proba[report_name(b)][np.ix_(te, cols)] = pb
         if ablation:
             for m, (pa, acc_a) in fold_ablations(clf, items.iloc[tr], items.iloc[te], base, TARGETS, image_root,
                                                  None if emb is None else emb[tr],

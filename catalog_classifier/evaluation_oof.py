@@ -24,9 +24,10 @@ from stacking import route, select_thresholds
 from .classifier import CatalogClassifier
 from .config import Config
 from .evaluation_hier import crossfit_store
-from .evaluation import BASE_REPORT_NAMES, TARGETS, CVResult, _texts, fill_missing
+from .evaluation import TARGETS, CVResult, _texts, fill_missing
 from .evaluation_ablation import oof_ablations
 from .models.peers import TfidfLR
+from .models.registry import report_name
 
 PROTOCOL = "out-of-fold layer of one fit, thresholds cross-fitted"
 
@@ -63,7 +64,7 @@ def oof_probas(clf: CatalogClassifier, items: pd.DataFrame, config: Config) -> d
     st = clf.stack_
     proba = {"stack": st.oof_proba_}
     for name, p in st.base_oof_.items():
-        proba[BASE_REPORT_NAMES.get(name, name)] = p
+        proba[report_name(name)] = p
     keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
     X_text = _texts(items.loc[keep].reset_index(drop=True), config)
     proba["tfidf_lr"] = out_of_fold_proba(TfidfLR(seed=config.stack.seed), X_text, st.y_, st.fold_,

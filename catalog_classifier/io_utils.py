@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
@@ -11,6 +13,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read now."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stat_sha256(path: str | Path) -> str:
+    """sha256 of a file, memoised per (real path, size, mtime): for files that identify
+    something (model files, backbone weights) and are read again and again, never for checking
+    a file against damage (``file_sha256``)."""
+    st = os.stat(path)
+    return _stat_sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _stat_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 _UMASK = os.umask(0o022)

@@ -1,6 +1,8 @@
 """LightGBM multiclass meta-classifier with early stopping and class weights."""
 from __future__ import annotations
 
+import re
+
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
@@ -74,3 +76,29 @@ def train_meta(
 
 def raw_scores(booster: lgb.Booster, X: sp.csr_matrix, num_iteration: int | None = None) -> np.ndarray:
     return np.asarray(booster.predict(X, raw_score=True, num_iteration=num_iteration))
+
+
+def class_boosters(booster: lgb.Booster) -> list[lgb.Booster]:
+    """One single-output booster per class of a multiclass ``booster``: that class's trees only.
+
+    A multiclass model grows one tree per class per round (tree ``i`` belongs to class
+    ``i % num_class``); LightGBM's ``pred_contrib`` walks every class's trees for every row,
+    so explaining one class costs ``num_class`` times what it needs. The same trees, loaded
+    as a one-output model, give the same raw score and the same SHAP values for that class."""
+    k = booster.num_model_per_iteration()
+    text = booster.model_to_string()
+    head, rest = text.split("\nTree=", 1)
+    trees, tail = rest.split("\nend of trees", 1)
+    blocks = re.split(r"\n(?=Tree=\d+\n)", "Tree=" + trees)
+    if len(blocks) % k:
+        raise ValueError(f"{len(blocks)} trees is not a whole number of rounds of {k} classes")
+    one = {"num_class": "num_class=1", "num_tree_per_iteration": "num_tree_per_iteration=1",
+           "objective": "objective=regression"}
+    header = "\n".join(one.get(line.split("=", 1)[0], line) for line in head.split("\n")
+                       if not line.startswith("tree_sizes="))  # sizes are optional; they change here
+    pandas = tail[tail.find("pandas_categorical:"):] if "pandas_categorical:" in tail else ""
+    out = []
+    for c in range(k):
+        body = "\n\n".join(re.sub(r"^Tree=\d+", f"Tree={j}", b.strip("\n")) for j, b in enumerate(blocks[c::k]))
+        out.append(lgb.Booster(model_str=f"{header}\n{body}\n\n\nend of trees\n\n{pandas}"))
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from .calibration import apply_temperature, fit_temperature
 from .folds import fold_indices, make_folds
-from .lgbm import balanced_weights, lgbm_params, raw_scores, train_meta
+from .lgbm import balanced_weights, class_boosters, lgbm_params, raw_scores, train_meta
 from .meta_features import Passthrough, build_meta_matrix
 from .oof import fit_clone, out_of_fold_proba
 from .pool import LogPool
@@ -234,12 +234,19 @@ class StackedClassifier:
         LightGBM's bias (expected value) then the pool's init score (0 without a pool).
 
         The row sums are the raw (pre-temperature) logits of ``classes`` (one class index per
-        row; default the argmax). With the re-ranker meta (many classes) the columns are the
-        re-ranker's features and the row is always its best candidate (``classes`` is ignored). LightGBM's ``pred_contrib`` (SHAP values) lays a multiclass
-        row out as ``n_classes`` blocks of ``n_features + 1`` (the last being the bias).
+        row; default the argmax). Each row walks only its class's trees (``class_boosters``:
+        the same SHAP values as LightGBM's multiclass ``pred_contrib`` block of that class, at a
+        ``n_classes``-th of the cost). With the re-ranker meta (many classes) the columns are the
+        re-ranker's features and the row is always its best candidate: ``classes``, when given,
+        must be that candidate's class.
         """
         base = self.base_proba(X) if base_proba is None else base_proba
         if self.reranker_ is not None:  # the re-ranker explains its best candidate (the argmax class)
+            if classes is not None:
+                best = self.reranker_.logits(base, passthrough).argmax(1)
+                if not np.array_equal(np.asarray(classes, dtype=np.int64), best):
+                    raise ValueError("the re-ranker explains each row's best class only; "
+                                     "classes differs from it")
             contrib, _, start = self.reranker_.contributions(base, passthrough)
             return np.column_stack([contrib, start])
         F, _, _ = build_meta_matrix(base, passthrough, self.params.max_classes_full_probas)
@@ -249,9 +256,15 @@ class StackedClassifier:
             logits = raw_scores(self.booster_, F) + pool
             classes = logits.argmax(1)
         classes = np.asarray(classes, dtype=np.int64)
-        # dense input: for sparse input LightGBM returns one sparse matrix per class instead
-        contrib = np.asarray(self.booster_.predict(F.toarray(), pred_contrib=True))
-        contrib = contrib.reshape(n, self.n_classes_, nf + 1)[np.arange(n), classes]
+        booster, boosters = self.__dict__.get("_class_boosters", (None, None))
+        if booster is not self.booster_:  # built once per fitted/loaded booster, never saved
+            booster, boosters = self._class_boosters = self.booster_, class_boosters(self.booster_)
+        contrib = np.zeros((n, nf + 1))
+        F = F.tocsr()
+        for c in np.unique(classes):
+            rows = np.flatnonzero(classes == c)
+            # dense input: LightGBM's pred_contrib of sparse input comes back sparse
+            contrib[rows] = boosters[c].predict(F[rows].toarray(), pred_contrib=True)
         return np.column_stack([contrib, pool[np.arange(n), classes]])
 
     # ------------------------------------------------------------ save/load

@@ -41,3 +41,30 @@ def test_settings_change_the_ids():
     no_pairs = NgramHasher(1 << 18, 2, 5, 1).encode(texts, 4096)
     assert (no_pairs != 0).sum() < (base != 0).sum()
     assert not np.array_equal(NgramHasher(1 << 16, 2, 5, 2).encode(texts, 4096), base)
+
+
+def _reference_row(h: NgramHasher, text: str) -> list[int]:
+    """The module docstring's definition, spelled out: every word's ``<word>`` and its n-grams,
+    then the adjacent word pairs, hashed; each id once, in order of first appearance."""
+    import re
+
+    words = re.findall(r"\w+|[^\w\s]+", text)
+    pieces = []
+    for w in words:
+        m = f"<{w}>"
+        pieces += [m] + [m[i:i + n] for n in range(h.min_n, h.max_n + 1) for i in range(len(m) - n + 1)]
+    if h.word_ngrams >= 2:
+        pieces += [a + " " + b for a, b in zip(words, words[1:])]
+    return list(dict.fromkeys(zlib.crc32(p.encode("utf-8", "surrogatepass")) % h.buckets + 1 for p in pieces))
+
+
+def test_rows_follow_the_definition_at_any_width():
+    texts = _texts(200) + ["", "  ", "ÉCLAIR ☕☕ x-y", "a b a b a b"]
+    h = NgramHasher(1 << 18, 2, 5, 2)
+    want = [_reference_row(h, t) for t in texts]
+    for width in (8, 64, 512, 4096):  # a narrow row stops hashing early; it must keep the same ids
+        ids = h.encode(texts, width)
+        for row, ref in zip(ids, want):
+            ref = ref[:width]
+            assert row[:len(ref)].tolist() == ref and not row[len(ref):].any()
+    assert [h.row(t).tolist() for t in texts] == want

@@ -201,3 +201,25 @@ def test_mlflow_run_resumed_after_kill_while_logging(night_csv, trained_model_di
                                                                                    "report/report.md"}
     final = json.loads((night / "manifest.json").read_text())
     assert final["status"] == "complete" and final["mlflow_logged"] is True
+
+
+def test_model_identity_follows_the_model_files(tmp_path):
+    """Model files' hashes are memoised by path, size and mtime: the same files give the same
+    identity, a file rewritten in place (same size, new bytes) a new one."""
+    import os
+    from types import SimpleNamespace
+
+    from catalog_classifier.nightly.batch.manifest import model_identity
+
+    model = tmp_path / "model"
+    (model / "stack").mkdir(parents=True)
+    (model / "stack" / "meta_lgbm.txt").write_text("tree\nversion=v4\n")
+    (model / "labels.json").write_text('["a", "b"]')
+    clf = SimpleNamespace(model_dir_=model)
+    first = model_identity(clf)["fingerprint"]
+    assert model_identity(clf)["fingerprint"] == first
+    f = model / "labels.json"
+    st = f.stat()
+    f.write_text('["a", "c"]')
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert model_identity(clf)["fingerprint"] != first

@@ -121,6 +121,18 @@ def test_contributions_of_the_chosen_candidate_add_up_to_its_score(level3, fitte
     np.testing.assert_allclose(start, init[np.arange(len(y)), best] if r.boost_from_pool else 0.0)
 
 
+def test_stack_contributions_refuse_a_class_the_reranker_does_not_explain(level3, fitted):
+    X, y, C, pt = level3
+    stack = fitted[0]
+    base = stack.base_proba(X)
+    best = stack.predict_proba(X, pt, base_proba=base).argmax(1)
+    contrib = stack.contributions(X, pt, base_proba=base, classes=best)  # the routed class: explained
+    np.testing.assert_allclose(contrib, stack.contributions(X, pt, base_proba=base))
+    other = (best + 1) % C
+    with pytest.raises(ValueError, match="best class"):
+        stack.contributions(X, pt, base_proba=base, classes=other)
+
+
 def test_below_the_switch_the_multiclass_meta_stays(level3):
     stack = _fit(level3, max_classes_multiclass=100, num_boost_round=5, n_folds=2)
     assert stack.reranker_ is None and stack.booster_ is not None

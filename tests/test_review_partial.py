@@ -79,6 +79,22 @@ def test_reasons_sum_to_the_raw_score_of_the_class(clf2, night):
     assert groups[-2:] == [POOL, BIAS] and np.allclose(summed.sum(1), raw[:5, 0], atol=1e-6)
 
 
+def test_per_class_contributions_equal_lightgbm_pred_contrib(clf2, night):
+    """Each row walks only its class's trees (stacking.lgbm.class_boosters): the same SHAP values
+    as LightGBM's multiclass pred_contrib block of that class, on every demo row and any class."""
+    items, _, base, _ = night
+    X, _ = clf2.inputs(items, DEMO_IMAGES)
+    st = clf2.stack_
+    pt = clf2._passthrough(items, X)
+    F, _, _ = build_meta_matrix(base, pt, st.params.max_classes_full_probas)
+    n, nf = F.shape
+    full = np.asarray(st.booster_.predict(F.toarray(), pred_contrib=True)).reshape(n, st.n_classes_, nf + 1)
+    classes = np.random.default_rng(0).integers(0, st.n_classes_, n)
+    contrib = st.contributions(None, pt, base, classes)
+    np.testing.assert_allclose(contrib[:, :-1], full[np.arange(n), classes], rtol=0, atol=1e-9)
+    assert len(np.unique(classes)) == st.n_classes_ and st.n_classes_ >= 10
+
+
 def test_expected_value_order(night):
     items, _, _, pred = night
     model_review = pred[(pred["status"] == "review") & pred["rule_id"].isna()]

@@ -87,3 +87,20 @@ def test_tfidf_fast_transform_is_exact(demo_texts, bigbasket_texts):
         np.testing.assert_array_equal(model._features(batch, fit=False).toarray(), full.toarray())
     assert len(vars(model)["_word_ids"]) > 100
     assert "_word_ids" not in vars(pickle.loads(pickle.dumps(model)))
+
+
+def test_char_cnn_without_conv_branch_ignores_the_character_ids(demo_texts):
+    """filters=0 (the default) leaves the character ids at 0: the same probabilities as the net
+    fed the real ids, on held-out demo rows."""
+    import torch
+
+    texts, y = demo_texts
+    m = CharCNNClassifier(epochs=1, max_len=256, runtime="torch", device="cpu").fit(
+        SimpleNamespace(texts=texts[:200]), y[:200])
+    assert m.filters == 0
+    held = texts[200:]
+    real = np.concatenate([m.vocab_.encode(held, m.seq_len_), m.hasher_.encode(held, m.ngram_len_)], axis=1)
+    assert (real[:, :m.seq_len_] != 0).any()
+    with torch.inference_mode():
+        want = torch.softmax(m.net_(torch.from_numpy(real)), dim=1).numpy()
+    np.testing.assert_allclose(m.predict_proba(SimpleNamespace(texts=held)), want, rtol=0, atol=1e-6)

@@ -16,8 +16,6 @@ better than resize-256 + center-crop-224, which cuts the ends off long products.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.resources
 import importlib.util
 import os
@@ -32,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from catalog_classifier.config import ImageConfig
+from catalog_classifier.io_utils import stat_sha256
 
 EMBED_DIM = 1280
 
@@ -107,20 +106,9 @@ def weights_path(cfg: ImageConfig) -> str:
     return path
 
 
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_sha256(cfg: ImageConfig) -> str:
     """sha256 of the configured weights file (memoised per path, size and mtime)."""
-    path = weights_path(cfg)
-    st = os.stat(path)
-    return _file_sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return stat_sha256(weights_path(cfg))
 
 
 def resolve_runtime(cfg: ImageConfig) -> str:

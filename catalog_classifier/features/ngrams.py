@@ -10,52 +10,73 @@ from __future__ import annotations
 
 import re
 import zlib
+from itertools import chain
 
 import numpy as np
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
-_CACHE_WORDS = 200_000  # distinct words whose ids are kept between calls
+_CACHE_WORDS = 200_000  # distinct words (and word pairs) whose ids are kept between calls
+_BLOCK = 16  # words added at a time while filling a row of limited width
 
 
 class NgramHasher:
     def __init__(self, buckets: int, min_n: int, max_n: int, word_ngrams: int):
         self.buckets, self.min_n, self.max_n, self.word_ngrams = buckets, min_n, max_n, word_ngrams
-        self._words: dict[str, np.ndarray] = {}
+        self._words: dict[str, tuple[int, ...]] = {}
+        self._pairs: dict[tuple[str, str], int] = {}
 
     def _hash(self, piece: str) -> int:
         return zlib.crc32(piece.encode("utf-8", "surrogatepass")) % self.buckets + 1
 
-    def _word(self, word: str) -> np.ndarray:
+    def _word(self, word: str) -> tuple[int, ...]:
+        """The word's own id, then its character n-grams' ids (``min_n`` first, in text order)."""
         ids = self._words.get(word)
         if ids is None:
             w = f"<{word}>"
             grams = [w[i:i + n] for n in range(self.min_n, self.max_n + 1) for i in range(len(w) - n + 1)]
-            ids = np.fromiter((self._hash(g) for g in [w, *grams]), np.int64)
+            ids = tuple(self._hash(g) for g in [w, *grams])
             if len(self._words) > _CACHE_WORDS:
                 self._words.clear()
             self._words[word] = ids
         return ids
 
+    def _pair(self, pair: tuple[str, str]) -> int:
+        h = self._pairs.get(pair)
+        if h is None:
+            h = self._hash(pair[0] + " " + pair[1])
+            if len(self._pairs) > _CACHE_WORDS:
+                self._pairs.clear()
+            self._pairs[pair] = h
+        return h
+
+    def _ids(self, text: str, width: int | None = None) -> list[int]:
+        """The row's distinct ids in order of first appearance (every word's, then the word
+        pairs'); with ``width``, only the first ``width`` of them (the rest is never hashed)."""
+        words = _TOKEN.findall(text)
+        ids: dict[int, None] = {}
+        step = _BLOCK if width is not None else max(len(words), 1)
+        for s in range(0, len(words), step):
+            ids.update(dict.fromkeys(chain.from_iterable(map(self._word, words[s:s + step]))))
+            if width is not None and len(ids) >= width:
+                return list(ids)[:width]
+        if self.word_ngrams >= 2:
+            ids.update(dict.fromkeys(map(self._pair, zip(words, words[1:]))))
+        return list(ids)[:width]
+
     def row(self, text: str) -> np.ndarray:
         """The row's distinct ids in order of first appearance."""
-        words = _TOKEN.findall(text)
-        parts = [self._word(w) for w in words]
-        if self.word_ngrams >= 2:
-            parts.append(np.fromiter((self._hash(a + " " + b) for a, b in zip(words, words[1:])), np.int64))
-        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        _, first = np.unique(ids, return_index=True)
-        return ids[np.sort(first)]
+        return np.array(self._ids(text), dtype=np.int64)
 
     def encode(self, texts: list[str], width: int) -> np.ndarray:
         out = np.zeros((len(texts), width), dtype=np.int64)
         for i, t in enumerate(texts):
-            ids = self.row(t)[:width]
+            ids = self._ids(t, width)
             out[i, :len(ids)] = ids
         return out
 
     def __getstate__(self):
-        return {k: v for k, v in vars(self).items() if k != "_words"}  # a cache, rebuilt on use
+        return {k: v for k, v in vars(self).items() if k not in ("_words", "_pairs")}  # caches, rebuilt on use
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._words = {}
+        self._words, self._pairs = {}, {}

@@ -156,8 +156,10 @@ class CharCNNClassifier(BaseModel):
         return NgramHasher(self.buckets, self.min_n, self.max_n, self.word_ngrams)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        """One int64 row per text: seq_len_ character ids, then ngram_len_ hashed n-gram ids."""
-        chars = self.vocab_.encode(texts, self.seq_len_)
+        """One int64 row per text: seq_len_ character ids, then ngram_len_ hashed n-gram ids.
+        Without the conv branch (``filters=0``) the net never reads the character ids: they stay 0."""
+        chars = (self.vocab_.encode(texts, self.seq_len_) if self.filters
+                 else np.zeros((len(texts), self.seq_len_), dtype=np.int64))
         grams = self.hasher_.encode(texts, self.ngram_len_)
         return torch.from_numpy(np.concatenate([chars, grams], axis=1))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 _REGISTRY: dict[str, type] = {}
+# the name a base model goes by in reports and reasons (evaluation records, ``why`` texts); others keep theirs
+REPORT_NAMES = {"image_head": "image", "char_cnn": "text"}
 
 
 def register(name: str):
@@ -43,6 +45,11 @@ def create(name: str, config) -> Any:
     if "seed" in cls().get_params():
         params.setdefault("seed", config.stack.seed)
     return cls(**params)
+
+
+def report_name(name: str) -> str:
+    """``image_head`` -> ``image``, ``char_cnn`` -> ``text``; any other model keeps its name."""
+    return REPORT_NAMES.get(name, name)
 
 
 def available() -> list[str]:

@@ -15,7 +15,9 @@ left alone unless ``force``; a night dir holding another input/model/config refu
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -123,7 +125,7 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OperatorError(f"--out {str(out_dir)!r} cannot be created: {e.strerror or e}") from None
-    with night_lock(out_dir):
+    with night_lock(out_dir), _frozen_heap():
         manifest = _prepare(out_dir, ident, force, str(catalog_path), date or dt.date.today().isoformat())
         if manifest.get("status") == "complete" and (out_dir / PREDICTIONS).is_file():
             return _result(out_dir, manifest, skipped=True)
@@ -162,6 +164,18 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
                                  "review": report["review_queue"].get("files", {})})
         write_manifest(out_dir, manifest)
         return _result(out_dir, manifest, skipped=False, reused=reused, computed=computed)
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """The objects alive when the night starts (libraries, the loaded model: ~400k of them) sit
+    out the night's cyclic garbage collections, which then scan only what the night allocates;
+    a full collection over all of them took 0.2-0.3 s. They rejoin the heap afterwards."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _check_unchanged(path: Path, fp: dict[str, Any]) -> None:

@@ -15,24 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Config
-from ...io_utils import LockBusy, atomic_write_json, exclusive_lock
+from ...io_utils import LockBusy, atomic_write_json, exclusive_lock, file_sha256, stat_sha256
 
 MANIFEST = "manifest.json"
 LOCK = ".nightly.lock"
 FORMAT = 1
-_BLOCK = 1 << 20
 
 
 class NightlyError(RuntimeError):
     """The night cannot run as asked (other input/model in the out dir, dir in use, ...)."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def input_fingerprint(path: str | Path) -> dict[str, Any]:
@@ -52,7 +43,8 @@ def model_identity(model) -> dict[str, Any]:
     """Name/version/run id of the model plus a content hash of its saved directory.
 
     ``model`` is a tracking.LoadedModel or a bare CatalogClassifier (loaded from a dir).
-    The content hash catches a different model saved to the same path or cache name.
+    The content hash catches a different model saved to the same path or cache name (each
+    file's hash is memoised by path, size and mtime: a rewritten file is hashed again).
     """
     clf = getattr(model, "clf", model)
     model_dir = getattr(clf, "model_dir_", None)
@@ -65,7 +57,7 @@ def model_identity(model) -> dict[str, Any]:
     if model_dir is not None and Path(model_dir).is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in Path(model_dir).rglob("*") if q.is_file()):
-            h.update(f.relative_to(model_dir).as_posix().encode() + b"\0" + file_sha256(f).encode())
+            h.update(f.relative_to(model_dir).as_posix().encode() + b"\0" + stat_sha256(f).encode())
         ident["fingerprint"] = h.hexdigest()
     else:  # an in-memory model: its label set and thresholds are the best identity we have
         thr = [None if t == float("inf") else float(t) for t in clf.stack_.thresholds_]
