@@ -12,7 +12,7 @@ Variants (``--variants``), each scored by out-of-fold accuracy / macro-F1 on the
   frozen_flip   the same, trained on originals + flips, TTA: mean of both views' probabilities
   frozen_multi  pooled features of every block from the cut on + conv_head, concatenated (_flip: + flips)
   frozen_product  the frozen head on the product's own cached embeddings (image.runtime auto), e.g.
-                with --backbone efficientnet_lite2
+                with --backbone efficientnet_lite2 (a comma list: the embeddings concatenated)
   loraR         conv_head with a trainable rank-R 1x1 update + bn2 gamma/beta + linear head (flips, TTA);
                 --warm-start: the head starts from the frozen head's solution (epoch 0 = frozen head)
   tune1         block 6.0 + conv_head + bn2 trainable (+ dropout + linear head), flips as augmentation
@@ -372,13 +372,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(os.environ.get("CATALOG_CLASSIFIER_THREADS", "1")))
     cfg = load_config(ROOT / args.config)
     if args.backbone:
-        cfg.image.backbone = args.backbone
+        cfg.image.backbone = args.backbone.split(",")[0]
     variants = args.variants.split(",")
     product = None
     if "frozen_product" in variants:  # the product's own embeddings (runtime auto: OpenVINO), no flips
-        emb, _ = CatalogClassifier(copy.deepcopy(cfg)).embed_images(
-            read_catalog(ROOT / args.csv, cfg.catalog).items, str(ROOT / cfg.catalog.image_root))
-        product = emb[:, None, :]
+        embs = []
+        for name in (args.backbone or cfg.image.backbone).split(","):  # several: concatenated
+            c = copy.deepcopy(cfg)
+            c.image.backbone = name
+            embs.append(CatalogClassifier(c).embed_images(
+                read_catalog(ROOT / args.csv, cfg.catalog).items, str(ROOT / cfg.catalog.image_root))[0])
+        product = np.concatenate(embs, 1)[:, None, :]
     cfg.image.runtime, cfg.image.device = "torch", "cpu"
     items = read_catalog(ROOT / args.csv, cfg.catalog).items
     if variants == ["frozen_product"]:
@@ -435,7 +439,7 @@ def main(argv=None) -> None:
                 secs.append(time.perf_counter() - t0)
             sel = np.isin(fold, [int(f) for f in args.folds_only.split(",")]) if args.folds_only else np.ones(len(y), bool)
             pred = P[sel].argmax(1)
-            rec = {"level": level, "variant": var, "backbone": cfg.image.backbone,
+            rec = {"level": level, "variant": var, "backbone": args.backbone or cfg.image.backbone,
                    "accuracy": float(accuracy_score(y[sel], pred)),
                    "macro_f1": float(f1_score(y[sel], pred, average="macro")),
                    "n_items": int(sel.sum()), "n_categories": C, "seconds_per_fold": float(np.mean(secs)),
