@@ -5,7 +5,7 @@ thresholds by each policy on the fold model's calibration rows, then the climb o
 held-out rows. Prints pooled held-out coverage at full / any depth and hierarchical precision,
 and the folds whose precision is under the target. Model only (no rules).
 
-    .venv/bin/python scripts/hier_policies.py /tmp/hier_dump/fk2 [--shrinkage 200]
+    PYTHONPATH=. .venv/bin/python scripts/hier_policies.py /tmp/hier_dump/fk2 [--shrinkage 200]
 """
 from __future__ import annotations
 

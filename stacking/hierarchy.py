@@ -72,10 +72,20 @@ class Hierarchy:
             prob[s:s + chunk][has] = block[r, nb[has]]
         return nodes, prob
 
-    def is_under(self, node: int, true_label: np.ndarray) -> np.ndarray:
-        """True where a label index's label is the node or below it."""
-        t = np.asarray(true_label)
-        return (self.ancestor_at[t, self.node_depth[node] - 1] == node) | (self.label_node[t] == node)
+    def is_under(self, node, true_label: np.ndarray) -> np.ndarray:
+        """Elementwise (broadcast): True where the label index's label is the node or below it
+        (hierarchical correctness); a node index of -1 (none) is never right."""
+        node, t = np.broadcast_arrays(np.asarray(node, dtype=np.int64), np.asarray(true_label, dtype=np.int64))
+        col = np.where(node >= 0, self.node_depth[np.maximum(node, 0)] - 1, 0)
+        return (node >= 0) & ((self.ancestor_at[t, col] == node) | (self.label_node[t] == node))
+
+
+def stage_delta(labels: list[str], delta: float, sep: str = SEP) -> float:
+    """The guarantee mode's risk per test when climbing (Bonferroni): ``delta`` split over the
+    leaf stage and one stage per ancestor depth, so that all of them hold together with
+    probability >= 1 - delta. Flat labels (one level): ``delta`` itself."""
+    depth = max((str(l).count(sep) + 1 for l in labels), default=1)
+    return delta / depth
 
 
 @dataclass
@@ -97,12 +107,23 @@ class HierarchicalRouter:
 
     ``fit(labels, y, proba, leaf_thresholds)``: rows are out-of-fold; ``leaf_thresholds`` the
     flat per-class thresholds (kept as they are, so coverage at full depth equals flat routing).
-    A node's candidate rows are those predicted below it and not accepted deeper; its threshold
-    is the lowest reaching the target on them (``stacking.thresholds.lowest_threshold``).
-    Ancestors get no precision shrinkage (tried on Flipkart level 2, cross-fitted: shrinking each
-    node's curve toward its depth's pooled curve lowered coverage at any depth at 0.98 from
-    0.758 to 0.692). ``guaranteed`` uses one threshold per depth, its Clopper-Pearson bound
-    taken on that depth's candidate rows pooled.
+    One threshold per ancestor depth, deepest first. A depth's candidate rows are those predicted
+    below one of its nodes and not accepted deeper; its threshold is the lowest at which
+    *everything accepted so far* (leaf-accepted rows, deeper ancestors, and the candidates above
+    it) reaches the target hierarchical precision (``stacking.thresholds.lowest_threshold`` with
+    ``accepted``): the target is the precision of all accepted items, and rows accepted at their
+    leaf run above it, leaving budget for the hard rows that climb.
+
+    ``point``: the Wilson lower bound at ``confidence`` of that precision reaches the target
+    (the budget is measured on the rows that also chose the leaf thresholds, optimistic without
+    a margin). ``guaranteed``: each depth is a fixed-sequence Clopper-Pearson test at ``delta``
+    of the whole accepted set; the caller gives the leaf thresholds and this router the same
+    per-stage share (``stage_delta``: Bonferroni over the leaf stage and each ancestor depth),
+    so the last stage's set, everything accepted, has precision >= target with probability
+    >= 1 - delta for exchangeable new rows (conditional on the earlier stages' thresholds).
+
+    Why one threshold per depth, not per node: a node's candidates are a few dozen hard rows,
+    its own threshold overfits them (scripts/hier_policies.py, the issue #14 harness).
     """
 
     def __init__(self, target_precision: float = 0.95, min_support: int = 10, confidence: float = 0.0,
@@ -120,25 +141,20 @@ class HierarchicalRouter:
         h, y = self.hierarchy_, np.asarray(y)
         pred = proba.argmax(1)
         accepted = proba.max(1) >= np.asarray(leaf_thresholds)[pred]
+        correct = accepted & (pred == y)
         nodes, prob = h.path_proba(proba, pred)
         self.node_thresholds_ = np.full(len(h.nodes), np.inf)
         for d in range(h.max_depth - 1, 0, -1):  # deepest ancestors first
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
             cand = (col >= 0) & ~accepted
-            # right: the true label is the row's depth-d ancestor or that node itself (a folded leaf)
-            right = (h.ancestor_at[y, d - 1] == col) | (h.label_node[y] == col)
-            if self.method == "guaranteed":  # one threshold per depth, its bound on the pooled rows
-                t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
-                                     method=self.method, delta=self.delta)
-                self.node_thresholds_[np.unique(col[cand])] = t
-            else:
-                for j in np.unique(col[cand]):
-                    rows = cand & (col == j)
-                    self.node_thresholds_[j] = lowest_threshold(
-                        pcol[rows], right[rows], self.target_precision, self.min_support, self.confidence,
-                        method=self.method, delta=self.delta)
-            thr = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)
-            accepted |= (col >= 0) & (pcol >= thr)
+            right = h.is_under(col, y)
+            t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
+                                 self.confidence, method=self.method, delta=self.delta,
+                                 accepted=(float(correct.sum()), int(accepted.sum())))
+            self.node_thresholds_[h.node_depth == d] = t
+            take = cand & (pcol >= t)
+            accepted |= take
+            correct |= take & right
         return self
 
     def climb(self, proba: np.ndarray, leaf_thresholds: np.ndarray) -> Climb:
