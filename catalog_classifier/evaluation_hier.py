@@ -130,7 +130,7 @@ def hier_risk_coverage_curve(labels, y, proba, n_points: int = 200) -> tuple[np.
     probability >= it; coverage (accepted at any depth) and hierarchical error among the accepted."""
     h, y = Hierarchy(labels, CATEGORY_SEP), np.asarray(y)
     pred = proba.argmax(1)
-    nodes, prob = h.path_proba(proba, pred)
+    nodes, prob = h.depth_candidates(proba)
     cand = [proba.max(1)] + [prob[:, d - 1] for d in range(h.max_depth - 1, 0, -1)]
     right = [pred == y] + [h.is_under(nodes[:, d - 1], y) for d in range(h.max_depth - 1, 0, -1)]
     cand = np.nan_to_num(np.stack(cand, 1), nan=-np.inf)

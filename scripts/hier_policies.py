@@ -1,7 +1,8 @@
 """Compare the climb's ancestor-threshold policies offline on ``scripts/hier_dump.py`` output.
 
 Per outer fold: leaf thresholds as the product chooses them (flat, unchanged), ancestor
-thresholds by each policy on the fold model's calibration rows, then the climb on the fold's
+thresholds by each policy (``router``: stacking.hierarchy.HierarchicalRouter as shipped; the
+others follow the leaf guess's own ancestors) on the fold model's calibration rows, then the climb on the fold's
 held-out rows. Prints pooled held-out coverage at full / any depth and hierarchical precision,
 and the folds whose precision is under the target. Model only (no rules).
 
@@ -19,9 +20,18 @@ from stacking.thresholds import lowest_threshold, select_thresholds
 
 
 def climb(h: Hierarchy, node_thr: np.ndarray, proba, leaf_thr):
-    r = HierarchicalRouter()
-    r.hierarchy_, r.node_thresholds_ = h, node_thr
-    return r.climb(proba, leaf_thr)
+    """The climb along the leaf guess's own ancestors (the policies below choose for it)."""
+    from types import SimpleNamespace
+    pred = proba.argmax(1)
+    step = np.where(proba.max(1) >= leaf_thr[pred], 0, -1)
+    node = np.full(len(pred), -1)
+    nodes, prob = h.path_proba(proba, pred)
+    for d in range(h.max_depth - 1, 0, -1):
+        col, pcol = nodes[:, d - 1], prob[:, d - 1]
+        t = np.where(col >= 0, node_thr[np.maximum(col, 0)], np.inf)
+        take = (step < 0) & (col >= 0) & (pcol >= t)
+        step[take], node[take] = d, col[take]
+    return SimpleNamespace(pred=pred, step=step, node=node)
 
 
 def right_of(h: Hierarchy, c, y):
@@ -169,6 +179,9 @@ def main():
         "tempered c0": dict(temp=0.0),
         "tempered c.8": dict(temp=0.8),
         "tempered c.95": dict(temp=0.95),
+        "router c.9": dict(router=0.9),
+        "router c.95": dict(router=0.95),
+        "G router d/D": dict(router=0.0, method="guaranteed"),
         "G current": "G",
         "G joint d/D": dict(method="guaranteed", conf=0.0, joint=True, bonf=True),
         "G joint d": dict(method="guaranteed", conf=0.0, joint=True),
@@ -187,7 +200,20 @@ def main():
                 ldelta = 0.05 / D if isinstance(pol, dict) and pol.get("bonf") else 0.05
                 leaf = select_thresholds(cy, cp, t, 10, 0.0, 0.0 if guar else a.shrinkage,
                                          "guaranteed" if guar else "point", ldelta)
-                if isinstance(pol, dict) and "temp" in pol:
+                if isinstance(pol, dict) and "router" in pol:  # the product's rule (likeliest node per depth)
+                    if guar:
+                        leaf = select_thresholds(cy, cp, t, 10, method="guaranteed", delta=0.05 / D)
+                    r = HierarchicalRouter(t, 10, pol["router"], pol.get("method", "point"), 0.05 / D).fit(
+                        labels, cy, cp, leaf)
+                    c = r.climb(tp, leaf)
+                    r_ = right_of(h, c, ty)
+                    a_ = c.step >= 0
+                    n += len(ty); full += (c.step == 0).sum(); anyd += a_.sum(); okc += r_[a_].sum()
+                    fp = r_[a_].mean() if a_.any() else 1.0
+                    if fp < t:
+                        bad.append(f"{k}:{fp:.3f}")
+                    continue
+                elif isinstance(pol, dict) and "temp" in pol:
                     temps = depth_temperatures(h, cy, cp)
                     step, node, pred = tempered_route(h, cy, cp, leaf, t, pol["temp"], temps, tp)
                     from types import SimpleNamespace

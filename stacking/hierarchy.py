@@ -10,8 +10,9 @@ leaves folded into their parent) is two things: a leaf class with its own probab
 ancestor node whose probability covers its whole subtree.
 
 For a predicted leaf L the climb is L itself (its leaf probability, the flat per-class
-threshold), then L's ancestors, deepest first, each with its own threshold; the item is
-accepted at the first candidate that clears its threshold, never at the root. An accepted
+threshold), then, deepest first, each ancestor depth's likeliest node (usually L's ancestor),
+with one threshold per depth; the item is accepted at the first candidate that clears its
+threshold, never at the root. An accepted
 node is correct when the true label is the node or below it (hierarchical precision).
 """
 from __future__ import annotations
@@ -72,6 +73,23 @@ class Hierarchy:
             prob[s:s + chunk][has] = block[r, nb[has]]
         return nodes, prob
 
+    def depth_candidates(self, proba: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The climb's candidate at each ancestor depth: per row and depth d (column d - 1), the
+        depth-d node with the highest probability and that probability ([n, D-1]; -1 / NaN: the
+        taxonomy has no node at that depth). Not the leaf guess's own ancestor: when the leaf
+        guess sits under the wrong parent, the likeliest parent is still often certain."""
+        n, D = len(proba), max(self.max_depth - 1, 1)
+        nodes, prob = np.full((n, D), -1, dtype=np.int64), np.full((n, D), np.nan)
+        at = [np.flatnonzero(self.node_depth == d) for d in range(1, D + 1)]
+        for s in range(0, n, chunk):
+            block = self.node_proba(np.asarray(proba[s:s + chunk]))
+            for d, cols in enumerate(at):
+                if len(cols):
+                    P = block[:, cols]
+                    k = P.argmax(1)
+                    nodes[s:s + chunk, d], prob[s:s + chunk, d] = cols[k], P[np.arange(len(P)), k]
+        return nodes, prob
+
     def is_under(self, node, true_label: np.ndarray) -> np.ndarray:
         """Elementwise (broadcast): True where the label index's label is the node or below it
         (hierarchical correctness); a node index of -1 (none) is never right."""
@@ -107,8 +125,9 @@ class HierarchicalRouter:
 
     ``fit(labels, y, proba, leaf_thresholds)``: rows are out-of-fold; ``leaf_thresholds`` the
     flat per-class thresholds (kept as they are, so coverage at full depth equals flat routing).
-    One threshold per ancestor depth, deepest first. A depth's candidate rows are those predicted
-    below one of its nodes and not accepted deeper; its threshold is the lowest at which
+    One threshold per ancestor depth, deepest first. A row's candidate at a depth is that depth's
+    likeliest node (``Hierarchy.depth_candidates``, not necessarily an ancestor of its leaf
+    guess); a depth's candidate rows are those not accepted deeper; its threshold is the lowest at which
     *everything accepted so far* (leaf-accepted rows, deeper ancestors, and the candidates above
     it) reaches the target hierarchical precision (``stacking.thresholds.lowest_threshold`` with
     ``accepted``): the target is the precision of all accepted items, and rows accepted at their
@@ -142,7 +161,7 @@ class HierarchicalRouter:
         pred = proba.argmax(1)
         accepted = proba.max(1) >= np.asarray(leaf_thresholds)[pred]
         correct = accepted & (pred == y)
-        nodes, prob = h.path_proba(proba, pred)
+        nodes, prob = h.depth_candidates(proba)
         self.node_thresholds_ = np.full(len(h.nodes), np.inf)
         for d in range(h.max_depth - 1, 0, -1):  # deepest ancestors first
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
@@ -165,7 +184,7 @@ class HierarchicalRouter:
         step = np.where(leaf_conf >= leaf_thr, 0, -1)
         node = np.full(len(pred), -1)
         conf, thr = leaf_conf.copy(), leaf_thr.copy()
-        nodes, prob = h.path_proba(proba, pred)
+        nodes, prob = h.depth_candidates(proba)
         for d in range(h.max_depth - 1, 0, -1):
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
             t = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)

@@ -12,6 +12,7 @@ from catalog_classifier.classifier import CatalogClassifier
 from catalog_classifier.config import CatalogConfig
 from catalog_classifier.evaluation import records, save_pictures
 from catalog_classifier.evaluation_oof import oof_cross_validate
+from catalog_classifier.nightly.review.exports import _guess
 from stacking.hierarchy import Hierarchy, HierarchicalRouter, stage_delta
 from stacking.thresholds import (_fewest_rows_to_pass, clopper_pearson_lower, lowest_threshold,
                                  select_thresholds, wilson_lower)
@@ -61,16 +62,25 @@ def test_node_probabilities_are_sums_of_descendant_leaves(fitted):
     np.testing.assert_allclose(P[:, tops].sum(1) + p[:, top_leaves].sum(1), 1.0, atol=1e-9)
 
 
+def _likeliest(labels, p):
+    """From the strings alone: per ancestor depth d, each row's likeliest depth-d node (the
+    summed probability of the labels at or below it) and that probability."""
+    out = {}
+    for d in range(1, max(l.count(SEP) + 1 for l in labels)):
+        nodes = sorted({SEP.join(l.split(SEP)[:d]) for l in labels if l.count(SEP) + 1 > d})
+        M = np.array([[_under(l, n) for n in nodes] for l in labels], dtype=float)
+        P = p @ M
+        out[d] = (np.array(nodes, dtype=object)[P.argmax(1)], P.max(1))
+    return out
+
+
 def _candidates(router: HierarchicalRouter, labels, row_p, leaf_thr):
-    """(name, probability, threshold) from the leaf up, from the strings alone."""
+    """(name, probability, threshold) from the leaf up, deepest depth first, from the strings alone."""
     h = router.hierarchy_
     c = int(row_p.argmax())
     out = [(labels[c], row_p[c], leaf_thr[c])]
-    parts = labels[c].split(SEP)
-    for d in range(len(parts) - 1, 0, -1):
-        node = SEP.join(parts[:d])
-        prob = sum(row_p[i] for i, l in enumerate(labels) if _under(l, node))
-        out.append((node, prob, router.node_thresholds_[h.nodes.index(node)]))
+    for d, (node, prob) in sorted(_likeliest(labels, row_p[None]).items(), reverse=True):
+        out.append((node[0], prob[0], router.node_thresholds_[h.nodes.index(node[0])]))
     return out
 
 
@@ -94,23 +104,25 @@ def test_climb_accepts_the_deepest_clearing_candidate(fitted):
         assert row.model_category == cands[0][0] and row.leaf_confidence == pytest.approx(cands[0][1])
         if row.status == "accepted_partial":
             assert row.reason.startswith(f"refine below {name}: ")
+            # the review task's pre-filled label lies under the known ancestor (the leaf guess may not)
+            guess = _guess({**row.to_dict(), "known_ancestor": name})
+            assert guess is None or _under(guess, name)
+            assert guess == next((g for g in (row.model_category, row.top1, row.top2, row.top3)
+                                  if _under(g, name)), None)
 
 
-def _joint_precision(labels, y, p, leaf_thr, node_thr: dict[int, float]):
+def _joint_precision(labels, y, p, leaf_thr, node_thr: dict[int, float], likeliest=None):
     """From the strings alone: the climb with one threshold per ancestor depth; for every row
     whether it is accepted and whether the accepted category is right (hierarchically)."""
-    acc, ok = np.zeros(len(y), bool), np.zeros(len(y), bool)
-    for i in range(len(y)):
-        c = int(p[i].argmax())
-        parts = labels[c].split(SEP)
-        if p[i, c] >= leaf_thr[c]:
-            acc[i], ok[i] = True, c == y[i]
-            continue
-        for d in range(len(parts) - 1, 0, -1):
-            node = SEP.join(parts[:d])
-            if sum(p[i, k] for k, l in enumerate(labels) if _under(l, node)) >= node_thr.get(d, np.inf):
-                acc[i], ok[i] = True, _under(labels[y[i]], node)
-                break
+    likeliest = likeliest or _likeliest(labels, p)
+    pred = p.argmax(1)
+    acc = p.max(1) >= np.asarray(leaf_thr)[pred]
+    ok = acc & (pred == y)
+    for d in sorted(likeliest, reverse=True):
+        node, prob = likeliest[d]
+        take = ~acc & (prob >= node_thr.get(d, np.inf))
+        acc |= take
+        ok |= take & np.array([_under(labels[t], n) for t, n in zip(y, node)])
     return acc, ok
 
 
@@ -125,18 +137,19 @@ def test_one_threshold_per_depth_the_lowest_at_which_everything_accepted_reaches
     assert all(len(t) == 1 for t in thr.values())  # every node of a depth shares its threshold
     thr = {d: float(t[0]) for d, t in thr.items()}
     assert any(np.isfinite(t) for t in thr.values())
+    lk = _likeliest(labels, p)
     for d in sorted(thr, reverse=True):  # deepest first, as chosen
         deeper = {e: t for e, t in thr.items() if e > d}
-        acc0, _ = _joint_precision(labels, y, p, st.thresholds_, deeper)
-        # the depth's own candidates: not accepted deeper, predicted below a depth-d node
-        cand_p = np.array([h.path_proba(p[i:i + 1], p[i:i + 1].argmax(1))[1][0, d - 1] for i in range(len(y))])
-        cand = ~acc0 & ~np.isnan(cand_p)
+        acc0, _ = _joint_precision(labels, y, p, st.thresholds_, deeper, lk)
+        # the depth's own candidates: not accepted deeper; each row's likeliest depth-d node
+        cand_p = lk[d][1]
+        cand = ~acc0
         values = np.unique(cand_p[cand])
         ok_at = {}
         for v in values[::max(1, len(values) // 25)].tolist() + [thr[d]]:
             if not np.isfinite(v):
                 continue
-            acc, ok = _joint_precision(labels, y, p, st.thresholds_, {**deeper, d: v})
+            acc, ok = _joint_precision(labels, y, p, st.thresholds_, {**deeper, d: v}, lk)
             n_own = int((cand & (cand_p >= v)).sum())
             lo = wilson_lower(np.array([ok[acc].sum()]), np.array([acc.sum()]), conf)[0]
             ok_at[v] = n_own >= st.params.min_support and lo >= target
@@ -144,7 +157,7 @@ def test_one_threshold_per_depth_the_lowest_at_which_everything_accepted_reaches
             assert ok_at[thr[d]], (d, thr[d])
         assert not any(reach for v, reach in ok_at.items() if v < thr[d]), d
     # everything accepted on these rows reaches the target (its Wilson bound does)
-    acc, ok = _joint_precision(labels, y, p, st.thresholds_, thr)
+    acc, ok = _joint_precision(labels, y, p, st.thresholds_, thr, lk)
     assert wilson_lower(np.array([ok[acc].sum()]), np.array([acc.sum()]), conf)[0] >= target
 
 
