@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stacking import Passthrough, StackedClassifier, StackParams
-from stacking.hierarchy import HierarchicalRouter
+from stacking.hierarchy import HierarchicalRouter, stage_delta
 
 from . import events
 from . import models as model_registry
@@ -113,7 +113,13 @@ class CatalogClassifier:
         return names
 
     def _stack_params(self) -> StackParams:
-        return self.config.stack.stack_params()
+        """The stack's parameters; climbing, the guarantee mode's risk is split over the leaf
+        stage and each ancestor depth (``stacking.hierarchy.stage_delta``): the stack's leaf
+        thresholds and the router both test at that share."""
+        p = self.config.stack.stack_params()
+        if self.config.stack.hierarchical:
+            p.risk_delta = stage_delta(self.labels_, p.risk_delta, CATEGORY_SEP)
+        return p
 
     # ---------------------------------------------------------------- fit
     def labels_for(self, items: pd.DataFrame) -> pd.Series:
@@ -221,7 +227,8 @@ class CatalogClassifier:
         """Ancestor thresholds on the rows that chose the flat thresholds (rule-free, out of fold)."""
         st, p = self.stack_, self.stack_.params
         m = st.threshold_rows_
-        return HierarchicalRouter(p.target_precision, p.min_support, p.precision_confidence, p.threshold_method,
+        return HierarchicalRouter(p.target_precision, p.min_support, self.config.stack.ancestor_confidence,
+                                  p.threshold_method,
                                   p.risk_delta, CATEGORY_SEP).fit(
                                       self.labels_, st.y_[m], st.oof_proba_[m],
                                                                   st.thresholds_)

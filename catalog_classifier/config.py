@@ -94,6 +94,15 @@ class StackConfig(StackParams):
     # climb from the leaf guess to the deepest ancestor that clears its threshold
     # (status accepted_partial); off: flat per-category routing only
     hierarchical: bool = True
+    # ancestor thresholds (point mode): one per depth, the lowest at which everything accepted
+    # so far reaches the target; this one-sided Wilson confidence is the margin on that
+    # precision, measured on the rows that also chose the leaf thresholds (stacking/hierarchy.py)
+    ancestor_confidence: float = 0.95
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.ancestor_confidence < 1:
+            raise ValueError(f"stack.ancestor_confidence must be in [0, 1), got {self.ancestor_confidence!r}")
 
     def stack_params(self) -> StackParams:
         return StackParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StackParams)})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stacking.hierarchy import Hierarchy, HierarchicalRouter
+from stacking.hierarchy import Hierarchy, HierarchicalRouter, stage_delta
 from stacking.thresholds import clopper_pearson_interval, select_thresholds
 
 from .catalog.schema import CATEGORY_SEP
@@ -61,13 +61,14 @@ def climb_labels(router: HierarchicalRouter, proba: np.ndarray, leaf_thr: np.nda
 def crossfit_store(labels, y, proba, fold, targets, stack_params) -> dict:
     """Cross-fitted climb: fold k routed with leaf and ancestor thresholds from the other folds."""
     s, store = stack_params, new_store(len(y), targets)
+    delta = stage_delta(labels, s.risk_delta, CATEGORY_SEP)  # as the classifier splits it when climbing
     for variant, method in (("stack", s.threshold_method), (GUARANTEED, "guaranteed")):
         for t in targets:
             for k in np.unique(fold):
                 te, tr = fold == k, fold != k
                 thr = select_thresholds(y[tr], proba[tr], t, s.min_support, s.precision_confidence,
-                                        s.precision_shrinkage, method, s.risk_delta)
-                router = HierarchicalRouter(t, s.min_support, s.precision_confidence, method, s.risk_delta,
+                                        s.precision_shrinkage, method, delta)
+                router = HierarchicalRouter(t, s.min_support, s.ancestor_confidence, method, delta,
                                             CATEGORY_SEP).fit(labels, y[tr], proba[tr], thr)
                 put(store, variant, t, np.flatnonzero(te), *climb_labels(router, proba[te], thr, labels))
     return store
@@ -129,11 +130,9 @@ def hier_risk_coverage_curve(labels, y, proba, n_points: int = 200) -> tuple[np.
     probability >= it; coverage (accepted at any depth) and hierarchical error among the accepted."""
     h, y = Hierarchy(labels, CATEGORY_SEP), np.asarray(y)
     pred = proba.argmax(1)
-    nodes, prob = h.path_proba(proba, pred)
+    nodes, prob = h.depth_candidates(proba)
     cand = [proba.max(1)] + [prob[:, d - 1] for d in range(h.max_depth - 1, 0, -1)]
-    right = [pred == y] + [(nodes[:, d - 1] >= 0) & ((h.ancestor_at[y, d - 1] == nodes[:, d - 1])
-                                                     | (h.label_node[y] == nodes[:, d - 1]))
-                           for d in range(h.max_depth - 1, 0, -1)]
+    right = [pred == y] + [h.is_under(nodes[:, d - 1], y) for d in range(h.max_depth - 1, 0, -1)]
     cand = np.nan_to_num(np.stack(cand, 1), nan=-np.inf)
     right = np.stack(right, 1)
     cov, risk = [], []

@@ -10,8 +10,9 @@ leaves folded into their parent) is two things: a leaf class with its own probab
 ancestor node whose probability covers its whole subtree.
 
 For a predicted leaf L the climb is L itself (its leaf probability, the flat per-class
-threshold), then L's ancestors, deepest first, each with its own threshold; the item is
-accepted at the first candidate that clears its threshold, never at the root. An accepted
+threshold), then, deepest first, each ancestor depth's likeliest node (usually L's ancestor),
+with one threshold per depth; the item is accepted at the first candidate that clears its
+threshold, never at the root. An accepted
 node is correct when the true label is the node or below it (hierarchical precision).
 """
 from __future__ import annotations
@@ -72,10 +73,37 @@ class Hierarchy:
             prob[s:s + chunk][has] = block[r, nb[has]]
         return nodes, prob
 
-    def is_under(self, node: int, true_label: np.ndarray) -> np.ndarray:
-        """True where a label index's label is the node or below it."""
-        t = np.asarray(true_label)
-        return (self.ancestor_at[t, self.node_depth[node] - 1] == node) | (self.label_node[t] == node)
+    def depth_candidates(self, proba: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The climb's candidate at each ancestor depth: per row and depth d (column d - 1), the
+        depth-d node with the highest probability and that probability ([n, D-1]; -1 / NaN: the
+        taxonomy has no node at that depth). Not the leaf guess's own ancestor: when the leaf
+        guess sits under the wrong parent, the likeliest parent is still often certain."""
+        n, D = len(proba), max(self.max_depth - 1, 1)
+        nodes, prob = np.full((n, D), -1, dtype=np.int64), np.full((n, D), np.nan)
+        at = [np.flatnonzero(self.node_depth == d) for d in range(1, D + 1)]
+        for s in range(0, n, chunk):
+            block = self.node_proba(np.asarray(proba[s:s + chunk]))
+            for d, cols in enumerate(at):
+                if len(cols):
+                    P = block[:, cols]
+                    k = P.argmax(1)
+                    nodes[s:s + chunk, d], prob[s:s + chunk, d] = cols[k], P[np.arange(len(P)), k]
+        return nodes, prob
+
+    def is_under(self, node, true_label: np.ndarray) -> np.ndarray:
+        """Elementwise (broadcast): True where the label index's label is the node or below it
+        (hierarchical correctness); a node index of -1 (none) is never right."""
+        node, t = np.broadcast_arrays(np.asarray(node, dtype=np.int64), np.asarray(true_label, dtype=np.int64))
+        col = np.where(node >= 0, self.node_depth[np.maximum(node, 0)] - 1, 0)
+        return (node >= 0) & ((self.ancestor_at[t, col] == node) | (self.label_node[t] == node))
+
+
+def stage_delta(labels: list[str], delta: float, sep: str = SEP) -> float:
+    """The guarantee mode's risk per test when climbing (Bonferroni): ``delta`` split over the
+    leaf stage and one stage per ancestor depth, so that all of them hold together with
+    probability >= 1 - delta. Flat labels (one level): ``delta`` itself."""
+    depth = max((str(l).count(sep) + 1 for l in labels), default=1)
+    return delta / depth
 
 
 @dataclass
@@ -97,12 +125,24 @@ class HierarchicalRouter:
 
     ``fit(labels, y, proba, leaf_thresholds)``: rows are out-of-fold; ``leaf_thresholds`` the
     flat per-class thresholds (kept as they are, so coverage at full depth equals flat routing).
-    A node's candidate rows are those predicted below it and not accepted deeper; its threshold
-    is the lowest reaching the target on them (``stacking.thresholds.lowest_threshold``).
-    Ancestors get no precision shrinkage (tried on Flipkart level 2, cross-fitted: shrinking each
-    node's curve toward its depth's pooled curve lowered coverage at any depth at 0.98 from
-    0.758 to 0.692). ``guaranteed`` uses one threshold per depth, its Clopper-Pearson bound
-    taken on that depth's candidate rows pooled.
+    One threshold per ancestor depth, deepest first. A row's candidate at a depth is that depth's
+    likeliest node (``Hierarchy.depth_candidates``, not necessarily an ancestor of its leaf
+    guess); a depth's candidate rows are those not accepted deeper; its threshold is the lowest at which
+    *everything accepted so far* (leaf-accepted rows, deeper ancestors, and the candidates above
+    it) reaches the target hierarchical precision (``stacking.thresholds.lowest_threshold`` with
+    ``accepted``): the target is the precision of all accepted items, and rows accepted at their
+    leaf run above it, leaving budget for the hard rows that climb.
+
+    ``point``: the Wilson lower bound at ``confidence`` of that precision reaches the target
+    (the budget is measured on the rows that also chose the leaf thresholds, optimistic without
+    a margin). ``guaranteed``: each depth is a fixed-sequence Clopper-Pearson test at ``delta``
+    of the whole accepted set; the caller gives the leaf thresholds and this router the same
+    per-stage share (``stage_delta``: Bonferroni over the leaf stage and each ancestor depth),
+    so the last stage's set, everything accepted, has precision >= target with probability
+    >= 1 - delta for exchangeable new rows (conditional on the earlier stages' thresholds).
+
+    Why one threshold per depth, not per node: a node's candidates are a few dozen hard rows,
+    its own threshold overfits them (scripts/hier_policies.py, the issue #14 harness).
     """
 
     def __init__(self, target_precision: float = 0.95, min_support: int = 10, confidence: float = 0.0,
@@ -120,25 +160,20 @@ class HierarchicalRouter:
         h, y = self.hierarchy_, np.asarray(y)
         pred = proba.argmax(1)
         accepted = proba.max(1) >= np.asarray(leaf_thresholds)[pred]
-        nodes, prob = h.path_proba(proba, pred)
+        correct = accepted & (pred == y)
+        nodes, prob = h.depth_candidates(proba)
         self.node_thresholds_ = np.full(len(h.nodes), np.inf)
         for d in range(h.max_depth - 1, 0, -1):  # deepest ancestors first
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
             cand = (col >= 0) & ~accepted
-            # right: the true label is the row's depth-d ancestor or that node itself (a folded leaf)
-            right = (h.ancestor_at[y, d - 1] == col) | (h.label_node[y] == col)
-            if self.method == "guaranteed":  # one threshold per depth, its bound on the pooled rows
-                t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
-                                     method=self.method, delta=self.delta)
-                self.node_thresholds_[np.unique(col[cand])] = t
-            else:
-                for j in np.unique(col[cand]):
-                    rows = cand & (col == j)
-                    self.node_thresholds_[j] = lowest_threshold(
-                        pcol[rows], right[rows], self.target_precision, self.min_support, self.confidence,
-                        method=self.method, delta=self.delta)
-            thr = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)
-            accepted |= (col >= 0) & (pcol >= thr)
+            right = h.is_under(col, y)
+            t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
+                                 self.confidence, method=self.method, delta=self.delta,
+                                 accepted=(float(correct.sum()), int(accepted.sum())))
+            self.node_thresholds_[h.node_depth == d] = t
+            take = cand & (pcol >= t)
+            accepted |= take
+            correct |= take & right
         return self
 
     def climb(self, proba: np.ndarray, leaf_thresholds: np.ndarray) -> Climb:
@@ -149,7 +184,7 @@ class HierarchicalRouter:
         step = np.where(leaf_conf >= leaf_thr, 0, -1)
         node = np.full(len(pred), -1)
         conf, thr = leaf_conf.copy(), leaf_thr.copy()
-        nodes, prob = h.path_proba(proba, pred)
+        nodes, prob = h.depth_candidates(proba)
         for d in range(h.max_depth - 1, 0, -1):
             col, pcol = nodes[:, d - 1], prob[:, d - 1]
             t = np.where(col >= 0, self.node_thresholds_[np.maximum(col, 0)], np.inf)

@@ -50,8 +50,9 @@ class StackParams:
     # start the trees from a log-opinion pool of the base models (see stacking/pool.py)
     boost_from_pool: bool = True
     # "point": the precision estimate reaches the target; "guaranteed": Learn-then-Test with a
-    # Clopper-Pearson bound, precision >= target with probability >= 1 - risk_delta per class/node
-    # (stacking/thresholds.lowest_threshold)
+    # Clopper-Pearson bound, precision >= target with probability >= 1 - risk_delta per test
+    # (stacking/thresholds.lowest_threshold; a climbing caller passes its per-stage share,
+    # stacking.hierarchy.stage_delta)
     threshold_method: str = "point"
     risk_delta: float = 0.05
 

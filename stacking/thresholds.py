@@ -75,11 +75,13 @@ def clopper_pearson_interval(correct: int, total: int, delta: float) -> tuple[fl
 
 def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_support: int = 10,
                      confidence: float = 0.0, prior=None, shrinkage: float = 0.0,
-                     method: str = "point", delta: float = 0.05) -> float:
+                     method: str = "point", delta: float = 0.05, accepted: tuple[float, int] = (0, 0)) -> float:
     """The lowest confidence threshold whose accepted set (rows with ``conf`` >= it) reaches
     ``target`` precision, ``inf`` when none does. The one rule behind every threshold.
 
     Cuts fall only between distinct confidence values and keep at least ``min_support`` rows.
+    ``accepted`` = (correct, total) of rows accepted before (the climb's deeper steps): every
+    cut's set is judged together with them, so the target holds for everything accepted.
 
     ``point``: the precision of the accepted set (or its Wilson lower bound at ``confidence``;
     ``prior(sorted_conf)``, the precision all classes reach above each cut, adds ``shrinkage``
@@ -104,11 +106,13 @@ def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_s
     s_conf = conf[order]
     ok = np.cumsum(np.asarray(correct, dtype=np.float64)[order])
     total = np.arange(1, len(s_conf) + 1, dtype=np.float64)
+    own = total  # the group's own rows above each cut (min_support counts these)
+    ok, total = ok + accepted[0], total + accepted[1]
     last_of_tie = np.r_[s_conf[1:] != s_conf[:-1], True]
     if method == "guaranteed":
         lower = clopper_pearson_lower(ok, total, delta)
-        first = max(min_support, _fewest_rows_to_pass(target, delta))
-        cuts = np.flatnonzero(last_of_tie & (total >= first))
+        first = _fewest_rows_to_pass(target, delta)
+        cuts = np.flatnonzero(last_of_tie & (own >= min_support) & (total >= first))
         fails = lower[cuts] < target
         if not len(cuts) or fails[0]:
             return np.inf
@@ -117,7 +121,7 @@ def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_s
     if shrinkage > 0 and prior is not None:
         ok = ok + shrinkage * prior(s_conf)
     prec = wilson_lower(ok, total + shrinkage, confidence)
-    good = (prec >= target) & (total >= min_support) & last_of_tie
+    good = (prec >= target) & (own >= min_support) & last_of_tie
     if not good.any():
         return np.inf
     return float(s_conf[np.flatnonzero(good).max()])  # largest accepted set = lowest threshold

@@ -12,8 +12,10 @@ from catalog_classifier.classifier import CatalogClassifier
 from catalog_classifier.config import CatalogConfig
 from catalog_classifier.evaluation import records, save_pictures
 from catalog_classifier.evaluation_oof import oof_cross_validate
-from stacking.hierarchy import Hierarchy, HierarchicalRouter
-from stacking.thresholds import _fewest_rows_to_pass, clopper_pearson_lower, lowest_threshold, select_thresholds
+from catalog_classifier.nightly.review.exports import _guess
+from stacking.hierarchy import Hierarchy, HierarchicalRouter, stage_delta
+from stacking.thresholds import (_fewest_rows_to_pass, clopper_pearson_lower, lowest_threshold,
+                                 select_thresholds, wilson_lower)
 
 from conftest import fast_config
 
@@ -60,16 +62,25 @@ def test_node_probabilities_are_sums_of_descendant_leaves(fitted):
     np.testing.assert_allclose(P[:, tops].sum(1) + p[:, top_leaves].sum(1), 1.0, atol=1e-9)
 
 
+def _likeliest(labels, p):
+    """From the strings alone: per ancestor depth d, each row's likeliest depth-d node (the
+    summed probability of the labels at or below it) and that probability."""
+    out = {}
+    for d in range(1, max(l.count(SEP) + 1 for l in labels)):
+        nodes = sorted({SEP.join(l.split(SEP)[:d]) for l in labels if l.count(SEP) + 1 > d})
+        M = np.array([[_under(l, n) for n in nodes] for l in labels], dtype=float)
+        P = p @ M
+        out[d] = (np.array(nodes, dtype=object)[P.argmax(1)], P.max(1))
+    return out
+
+
 def _candidates(router: HierarchicalRouter, labels, row_p, leaf_thr):
-    """(name, probability, threshold) from the leaf up, from the strings alone."""
+    """(name, probability, threshold) from the leaf up, deepest depth first, from the strings alone."""
     h = router.hierarchy_
     c = int(row_p.argmax())
     out = [(labels[c], row_p[c], leaf_thr[c])]
-    parts = labels[c].split(SEP)
-    for d in range(len(parts) - 1, 0, -1):
-        node = SEP.join(parts[:d])
-        prob = sum(row_p[i] for i, l in enumerate(labels) if _under(l, node))
-        out.append((node, prob, router.node_thresholds_[h.nodes.index(node)]))
+    for d, (node, prob) in sorted(_likeliest(labels, row_p[None]).items(), reverse=True):
+        out.append((node[0], prob[0], router.node_thresholds_[h.nodes.index(node[0])]))
     return out
 
 
@@ -93,57 +104,103 @@ def test_climb_accepts_the_deepest_clearing_candidate(fitted):
         assert row.model_category == cands[0][0] and row.leaf_confidence == pytest.approx(cands[0][1])
         if row.status == "accepted_partial":
             assert row.reason.startswith(f"refine below {name}: ")
+            # the review task's pre-filled label lies under the known ancestor (the leaf guess may not)
+            guess = _guess({**row.to_dict(), "known_ancestor": name})
+            assert guess is None or _under(guess, name)
+            assert guess == next((g for g in (row.model_category, row.top1, row.top2, row.top3)
+                                  if _under(g, name)), None)
 
 
-def test_ancestor_thresholds_are_the_lowest_reaching_the_target_on_their_rows(fitted):
+def _joint_precision(labels, y, p, leaf_thr, node_thr: dict[int, float], likeliest=None):
+    """From the strings alone: the climb with one threshold per ancestor depth; for every row
+    whether it is accepted and whether the accepted category is right (hierarchically)."""
+    likeliest = likeliest or _likeliest(labels, p)
+    pred = p.argmax(1)
+    acc = p.max(1) >= np.asarray(leaf_thr)[pred]
+    ok = acc & (pred == y)
+    for d in sorted(likeliest, reverse=True):
+        node, prob = likeliest[d]
+        take = ~acc & (prob >= node_thr.get(d, np.inf))
+        acc |= take
+        ok |= take & np.array([_under(labels[t], n) for t, n in zip(y, node)])
+    return acc, ok
+
+
+def test_one_threshold_per_depth_the_lowest_at_which_everything_accepted_reaches_the_target(fitted):
     _, clf, _ = fitted
     st, router = clf.stack_, clf.hier_
     m = st.threshold_rows_
     y, p, target = st.y_[m], st.oof_proba_[m], clf.config.stack.target_precision
-    labels = np.array(clf.labels_, dtype=object)
-    c = router.climb(p, st.thresholds_)
-    h = router.hierarchy_
-    checked = 0
-    for j, node in enumerate(h.nodes):
-        depth = node.count(SEP) + 1
-        below = np.array([l.startswith(node + SEP) for l in labels[c.pred]])
-        # candidates: predicted below the node, not accepted at the leaf or a deeper ancestor
-        rows = below & ((c.step < 0) | ((c.step > 0) & (c.step <= depth)))
-        prob = p[rows][:, [k for k, l in enumerate(labels) if _under(l, node)]].sum(1)
-        ok = np.array([_under(l, node) for l in labels[y[rows]]])
-        t = router.node_thresholds_[j]
-        for v in np.unique(prob):
-            acc = prob >= v
-            reaches = acc.sum() >= st.params.min_support and ok[acc].mean() >= target
-            if v == t:
-                assert reaches
-            elif v < t:
-                assert not reaches, (node, v, t)
-        checked += np.isfinite(t)
-    assert checked >= 1
+    conf = clf.config.stack.ancestor_confidence
+    labels, h = list(clf.labels_), router.hierarchy_
+    thr = {int(d): np.unique(router.node_thresholds_[h.node_depth == d]) for d in np.unique(h.node_depth)}
+    assert all(len(t) == 1 for t in thr.values())  # every node of a depth shares its threshold
+    thr = {d: float(t[0]) for d, t in thr.items()}
+    assert any(np.isfinite(t) for t in thr.values())
+    lk = _likeliest(labels, p)
+    for d in sorted(thr, reverse=True):  # deepest first, as chosen
+        deeper = {e: t for e, t in thr.items() if e > d}
+        acc0, _ = _joint_precision(labels, y, p, st.thresholds_, deeper, lk)
+        # the depth's own candidates: not accepted deeper; each row's likeliest depth-d node
+        cand_p = lk[d][1]
+        cand = ~acc0
+        values = np.unique(cand_p[cand])
+        ok_at = {}
+        for v in values[::max(1, len(values) // 25)].tolist() + [thr[d]]:
+            if not np.isfinite(v):
+                continue
+            acc, ok = _joint_precision(labels, y, p, st.thresholds_, {**deeper, d: v}, lk)
+            n_own = int((cand & (cand_p >= v)).sum())
+            lo = wilson_lower(np.array([ok[acc].sum()]), np.array([acc.sum()]), conf)[0]
+            ok_at[v] = n_own >= st.params.min_support and lo >= target
+        if np.isfinite(thr[d]):
+            assert ok_at[thr[d]], (d, thr[d])
+        assert not any(reach for v, reach in ok_at.items() if v < thr[d]), d
+    # everything accepted on these rows reaches the target (its Wilson bound does)
+    acc, ok = _joint_precision(labels, y, p, st.thresholds_, thr, lk)
+    assert wilson_lower(np.array([ok[acc].sum()]), np.array([acc.sum()]), conf)[0] >= target
+
+
+def test_is_under_is_hierarchical_correctness_elementwise(fitted):
+    _, clf, _ = fitted
+    labels, h = list(clf.labels_), clf.hier_.hierarchy_
+    rng = np.random.default_rng(0)
+    nodes = rng.integers(-1, len(h.nodes), 500)
+    true = rng.integers(0, len(labels), 500)
+    nodes[:50] = h.ancestor_at[true[:50], 0]  # some true ancestors too
+    got = h.is_under(nodes, true)
+    want = [n >= 0 and _under(labels[t], h.nodes[n]) for n, t in zip(nodes, true)]
+    assert got.tolist() == want and got[:50].any() and not got[nodes < 0].any()
 
 
 def test_guaranteed_thresholds_pool_the_rows_and_every_cut_above_passed(fitted):
     _, clf, _ = fitted
     y, p = clf.stack_.y_, clf.stack_.oof_proba_
-    guar = select_thresholds(y, p, 0.9, 10, method="guaranteed", delta=0.05)
+    labels = list(clf.labels_)
+    delta = stage_delta(labels, 0.05)
+    assert delta == pytest.approx(0.05 / max(l.count(SEP) + 1 for l in labels))  # Bonferroni over stages
+    guar = select_thresholds(y, p, 0.9, 10, method="guaranteed", delta=delta)
     assert np.isfinite(guar).all() and len(np.unique(guar)) == 1  # one threshold for all classes
     conf, right = p.max(1), p.argmax(1) == y
     pooled_point = lowest_threshold(conf, right, 0.9, 10)
     assert guar[0] >= pooled_point  # the bound costs coverage
     for v in np.unique(conf[conf >= guar[0]]):  # fixed-sequence testing: every cut above passed
         acc = conf >= v
-        if acc.sum() >= _fewest_rows_to_pass(0.9, 0.05):
-            assert clopper_pearson_lower(right[acc].sum(), acc.sum(), 0.05) >= 0.9
-    # ancestors: one threshold per depth, never below the point thresholds of that depth's lowest node
-    point = select_thresholds(y, p, 0.9, 10)
-    hg = HierarchicalRouter(0.9, 10, method="guaranteed").fit(clf.labels_, y, p, guar)
+        if acc.sum() >= _fewest_rows_to_pass(0.9, delta):
+            assert clopper_pearson_lower(right[acc].sum(), acc.sum(), delta) >= 0.9
+    # ancestors: one threshold per depth; they accept rows, and everything accepted passes the bound
+    hg = HierarchicalRouter(0.9, 10, method="guaranteed", delta=delta).fit(labels, y, p, guar)
     h = hg.hierarchy_
     for d in np.unique(h.node_depth):
-        t = hg.node_thresholds_[h.node_depth == d]
-        assert len(np.unique(t[np.isfinite(t)])) <= 1
-    hp = HierarchicalRouter(0.9, 10, method="point").fit(clf.labels_, y, p, point)
-    assert hp.node_thresholds_.shape == hg.node_thresholds_.shape
+        assert len(np.unique(hg.node_thresholds_[h.node_depth == d])) == 1
+    c = hg.climb(p, guar)
+    assert (c.step > 0).sum() > 0
+    acc, ok = _joint_precision(labels, y, p, guar, {int(d): float(hg.node_thresholds_[h.node_depth == d][0])
+                                                    for d in np.unique(h.node_depth)})
+    assert acc.tolist() == (c.step >= 0).tolist()
+    assert clopper_pearson_lower(ok[acc].sum(), acc.sum(), delta) >= 0.9
+    # the stack of a climbing classifier tests its leaf stage at the same share
+    assert clf.stack_.params.risk_delta == pytest.approx(stage_delta(labels, clf.config.stack.risk_delta))
 
 
 def test_full_depth_coverage_equals_flat_and_climbing_adds_coverage(fitted):

@@ -50,6 +50,7 @@ from xml.sax.saxutils import quoteattr
 
 import pandas as pd
 
+from ...catalog.schema import CATEGORY_SEP
 from ...config import ReviewExportConfig
 from ...features.images import resolve_image_path
 from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text
@@ -160,8 +161,16 @@ def _partial(r: dict) -> bool:
 
 
 def _guess(r: dict):
-    """The label a task is pre-filled with: a partial item's leaf guess (under its known ancestor)."""
-    return r.get("model_category") if _partial(r) else r.get("category")
+    """The label a task is pre-filled with: for a partial item its likeliest leaf under the known
+    ancestor (the leaf guess, or the next of its top-3 when the climb accepted another parent's
+    node; none when no top-3 label lies under it)."""
+    if not _partial(r):
+        return r.get("category")
+    a = r["known_ancestor"]
+    for c in (r.get("model_category"), r.get("top1"), r.get("top2"), r.get("top3")):
+        if isinstance(c, str) and (c == a or c.startswith(a + CATEGORY_SEP)):
+            return c
+    return None
 
 
 def parent_slug(parent: str) -> str:

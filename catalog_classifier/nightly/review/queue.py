@@ -111,8 +111,22 @@ def p_wrong(pred: pd.DataFrame) -> pd.Series:
     if "leaf_confidence" in pred:
         leaf = pred["leaf_confidence"].astype(float).fillna(leaf)
     partial = pred["status"] == PARTIAL
+    if partial.any():  # the likeliest leaf under the accepted node (the climb may accept another parent's)
+        leaf = leaf.copy()
+        leaf[partial] = [_leaf_under(r, r["category"]) for _, r in pred[partial].iterrows()]
     given = np.where(partial, leaf / conf.where(conf > 0, np.nan), leaf)
     return pd.Series(1.0 - np.nan_to_num(given, nan=0.0), index=pred.index).clip(0.0, 1.0)
+
+
+def _leaf_under(r: pd.Series, node) -> float:
+    """Probability of the row's likeliest known leaf at or below ``node`` (leaf guess, then top-3)."""
+    pairs = [("model_category", "leaf_confidence"), ("top1", "top1_proba"), ("top2", "top2_proba"),
+             ("top3", "top3_proba")]
+    for c, pc in pairs:
+        v = r.get(c)
+        if isinstance(v, str) and (v == node or v.startswith(f"{node}{CATEGORY_SEP}")) and pd.notna(r.get(pc)):
+            return float(r[pc])
+    return 0.0
 
 
 def _labels_in(pred: pd.DataFrame) -> list[str]:
