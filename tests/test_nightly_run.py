@@ -171,3 +171,32 @@ def test_kill_9_midway_damaged_part_then_rerun_equals_uninterrupted_run(trained_
     pd.testing.assert_frame_equal(pd.read_csv(ref / "review" / "review_queue.csv"),
                                   pd.read_csv(night / "review" / "review_queue.csv"))
     assert not list(night.rglob("*.tmp"))  # the killed run's temp files are gone
+
+
+def test_night_resumed_after_an_upgrade_redoes_parts_of_the_old_schema(model, heldout_csv, tmp_path):
+    """A night killed under an older version (its parts lack today's columns) and resumed after the
+    upgrade recomputes those parts, with a reason, instead of failing at the merge."""
+    import pyarrow.parquet as pq
+
+    from catalog_classifier.nightly.batch.commit import checksum_path
+    from catalog_classifier.nightly.batch.manifest import file_sha256
+
+    out = tmp_path / "night"
+    run_nightly(heldout_csv, out, model, night_config(64), progress=False, date="2024-01-02")
+    ref = read_predictions(out)
+    # what the older version left: a committed part without the explanation columns, its own checksum,
+    # a running manifest and no merged output
+    old = out / "parts" / "part-00001.parquet"
+    pq.write_table(pq.read_table(old).drop_columns(["why", "why_json"]), old)
+    checksum_path(old).write_text(file_sha256(old) + "\n", encoding="ascii")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["status"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "predictions.parquet").unlink()
+
+    res = run_nightly(heldout_csv, out, model, night_config(64), progress=False)
+    assert res.parts_computed == 1 and res.parts_reused == -(-len(ref) // 64) - 1
+    [redo] = res.parts_recomputed
+    assert redo["part"] == old.name and "missing why, why_json" in redo["reason"]
+    assert redo["reason"].startswith("written with another part schema")
+    pd.testing.assert_frame_equal(read_predictions(out), ref)

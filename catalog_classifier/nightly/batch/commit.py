@@ -7,7 +7,9 @@ cover rows 0..n-1 once each before ``predictions.parquet`` is renamed into place
 Each part's sha256 is committed in a sidecar (``part-NNNNN.parquet.sha256``) *before* the
 part itself is renamed into place, so a kill at any point never leaves a committed part
 without its checksum; a part damaged later (truncated, edited, a bad disk) fails
-``verify_part`` and the resumed night recomputes it.
+``verify_part`` and the resumed night recomputes it. So does a part whose columns differ from
+``SCHEMA``: a night interrupted under an older version of the product and resumed after an
+upgrade redoes the old parts instead of failing at the merge.
 """
 from __future__ import annotations
 
@@ -113,6 +115,16 @@ def verify_part(part: Path) -> str | None:
     actual = file_sha256(part)
     if actual != recorded:
         return f"checksum mismatch (sha256 {actual[:12]}, committed {recorded[:12]}, {part.stat().st_size} bytes)"
+    try:
+        schema = pq.read_schema(part)
+    except (OSError, pa.ArrowException) as e:
+        return f"unreadable part ({e})"
+    if not schema.equals(SCHEMA, check_metadata=False):
+        missing = [n for n in COLUMNS if n not in schema.names]
+        extra = [n for n in schema.names if n not in COLUMNS]
+        detail = "; ".join(x for x in (missing and f"missing {', '.join(missing)}",
+                                        extra and f"unknown {', '.join(extra)}") if x) or "column types differ"
+        return f"written with another part schema, by another version of the product ({detail})"
     return None
 
 
