@@ -39,8 +39,7 @@ def model_record(name: str, y, proba, fold, labels, stack_cfg, per_fold: bool = 
     rec = {"model": name, "accuracy": round(met["accuracy"], 4), "macro_f1": round(met["macro_f1"], 4)}
     folds = []
     for t in TARGETS:
-        acc = crossfit_accept(y, p, fold, t, stack_cfg.min_support, stack_cfg.precision_confidence,
-                              stack_cfg.precision_shrinkage)
+        acc = crossfit_accept(y, p, fold, t, stack_cfg)
         key = f"{int(round(t * 100)):03d}"
         rec[f"coverage_at_{key}"] = round(float(acc.mean()), 4)
         rec[f"precision_at_{key}"] = round(float((pred[acc] == y[acc]).mean()), 4) if acc.any() else None

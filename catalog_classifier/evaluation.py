@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stacking import make_folds, route, select_thresholds
+from stacking import make_folds, route
+from stacking.thresholds import select_for
 
 from . import evaluation_hier as ev_hier
 from .catalog.cleaning import title_key
@@ -104,8 +105,7 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
         for t in TARGETS:
             key = f"{int(t * 100):03d}"
             # the model alone: thresholds from the fold model's inner out-of-fold scores
-            thr = select_thresholds(clf.stack_.y_, clf.stack_.oof_proba_, t, config.stack.min_support,
-                                    config.stack.precision_confidence, config.stack.precision_shrinkage)
+            thr = select_for(config.stack, clf.stack_.y_, clf.stack_.oof_proba_, t)
             acc_m = route(p, thr)[2]
             accepted_model[t][te] = acc_m
             # the product as shipped: the same model routed with its rules

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stacking import route, select_thresholds
+from stacking import route
+from stacking.thresholds import select_for
 
 from .classifier import CatalogClassifier
 from .report_table import ABLATION_PREFIX as PREFIX
@@ -53,8 +54,7 @@ def fold_ablations(clf: CatalogClassifier, items_train: pd.DataFrame, items_test
     out = {}
     for base, st in _ablated_stacks(clf, items_train, image_root, embeddings_train):
         p = st.predict_proba(None, pt_test, base_proba={n: b for n, b in base_test.items() if n != base})
-        acc = {t: route(p, select_thresholds(st.y_, st.oof_proba_, t, s.min_support, s.precision_confidence,
-                                              s.precision_shrinkage))[2] for t in targets}
+        acc = {t: route(p, select_for(s, st.y_, st.oof_proba_, t))[2] for t in targets}
         out[ablation_name(base)] = (p, acc)
     return out
 

@@ -19,7 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from stacking import route, select_thresholds
+from stacking import route
+from stacking.thresholds import select_for
 
 from .classifier import CatalogClassifier
 from .config import Config
@@ -32,13 +33,12 @@ from .models.registry import report_name
 PROTOCOL = "out-of-fold layer of one fit, thresholds cross-fitted"
 
 
-def crossfit_accept(y, proba, fold, target: float, min_support: int, confidence: float,
-                    shrinkage: float = 0.0) -> np.ndarray:
+def crossfit_accept(y, proba, fold, target: float, params) -> np.ndarray:
     """Auto-accept mask where fold k's thresholds come from the other folds' scores only."""
     accepted = np.zeros(len(y), dtype=bool)
     for k in np.unique(fold):
         te, tr = fold == k, fold != k
-        thr = select_thresholds(y[tr], proba[tr], target, min_support, confidence, shrinkage)
+        thr = select_for(params, y[tr], proba[tr], target)
         accepted[te] = route(proba[te], thr)[2]
     return accepted
 
@@ -81,13 +81,12 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
     proba = {m: fill_missing(p) for m, p in oof_probas(clf, items, config).items()}
     s = config.stack
-    accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s.min_support, s.precision_confidence,
-                                   s.precision_shrinkage) for t in TARGETS}
+    accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s) for t in TARGETS}
     abl = {}
     if ablation:
         keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
         abl = oof_ablations(clf, items.loc[keep], image_root)
-    abl_acc = {m: {t: crossfit_accept(y, p, fold, t, s.min_support, s.precision_confidence, s.precision_shrinkage)
+    abl_acc = {m: {t: crossfit_accept(y, p, fold, t, s)
                    for t in TARGETS} for m, p in abl.items()}
     hier = crossfit_store(labels, y, proba["stack"], fold, TARGETS, s) if s.hierarchical else {}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,

@@ -100,7 +100,7 @@ def meta(path: str, kinds: list[str]) -> None:
                "meta_seconds": round(meta_s, 1), "base_seconds": round(d["base_seconds"], 1),
                "base_models": sorted(d["base_oof"]), "meta_rounds": int(st.num_rounds_)}
         for t in TARGETS:
-            acc = crossfit_accept(y, proba, fold, t, p.min_support, p.precision_confidence, p.precision_shrinkage)
+            acc = crossfit_accept(y, proba, fold, t, p)
             key = f"{int(round(t * 100)):03d}"
             rec[f"coverage_at_{key}"] = round(float(acc.mean()), 4)
             rec[f"precision_at_{key}"] = round(float((pred[acc] == y[acc]).mean()), 4) if acc.any() else None

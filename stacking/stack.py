@@ -26,7 +26,7 @@ from .oof import fit_clone, out_of_fold_proba
 from .pool import LogPool
 from .rerank import CandidateReranker
 from .subset import take
-from .thresholds import THRESHOLD_METHODS, select_thresholds
+from .thresholds import THRESHOLD_METHODS, THRESHOLD_SCOPES, select_for
 
 
 @dataclass
@@ -55,6 +55,9 @@ class StackParams:
     # stacking.hierarchy.stage_delta)
     threshold_method: str = "point"
     risk_delta: float = 0.05
+    # point mode: "pooled" (one threshold for all classes, raised for a class whose own rows fall
+    # short of the target there) or "per_class" (stacking/thresholds.py)
+    threshold_scope: str = "pooled"
 
     # above this many classes the meta is the top-K candidate re-ranker (stacking/rerank.py):
     # its cost grows with rows x rerank_top_k, not rows x classes
@@ -66,6 +69,9 @@ class StackParams:
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"stack.threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
                              f"got {self.threshold_method!r}")
+        if self.threshold_scope not in THRESHOLD_SCOPES:
+            raise ValueError(f"stack.threshold_scope must be one of {', '.join(THRESHOLD_SCOPES)}, "
+                             f"got {self.threshold_scope!r}")
         if not 0 < self.risk_delta < 1:
             raise ValueError(f"stack.risk_delta must be in (0, 1), got {self.risk_delta!r}")
 
@@ -185,8 +191,7 @@ class StackedClassifier:
     def _select(self, target: float) -> np.ndarray:
         m = self.threshold_rows_
         p = self.params
-        return select_thresholds(self.y_[m], self.oof_proba_[m], target, p.min_support, p.precision_confidence,
-                                 p.precision_shrinkage, p.threshold_method, p.risk_delta)
+        return select_for(p, self.y_[m], self.oof_proba_[m], target)
 
     def set_threshold_rows(self, rows: np.ndarray) -> np.ndarray:
         """Choose thresholds on these training rows only (e.g. those no rule will route:

@@ -6,6 +6,7 @@ import numpy as np
 
 from catalog_classifier.evaluation import cross_validate, records
 from catalog_classifier.evaluation_oof import crossfit_accept
+from stacking import StackParams
 
 from conftest import fast_config
 
@@ -48,6 +49,6 @@ def test_crossfit_thresholds_never_come_from_the_judged_fold():
     proba = np.tile([0.9, 0.1], (n, 1))
     fold = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
     y[: n // 2] = 1  # wrong
-    acc = crossfit_accept(y, proba, fold, 0.95, min_support=10, confidence=0.0)
+    acc = crossfit_accept(y, proba, fold, 0.95, StackParams(min_support=10))
     assert acc[: n // 2].all()  # thresholds from fold 1 (precision 1.0) applied to fold 0
     assert not acc[n // 2:].any()  # thresholds from fold 0 (precision 0) applied to fold 1

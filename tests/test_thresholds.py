@@ -9,7 +9,7 @@ from catalog_classifier.features.text import item_texts
 from catalog_classifier.models.linear_text import LinearText
 from stacking import make_folds, select_thresholds
 from stacking.oof import out_of_fold_proba
-from stacking.thresholds import global_precision
+from stacking.thresholds import lowest_threshold, global_precision
 
 from conftest import SHARED, require_dataset
 
@@ -43,10 +43,10 @@ def test_global_precision_is_the_precision_above_each_confidence():
 
 def test_shrinkage_zero_is_the_per_class_rule_and_large_shrinkage_one_global_cut(bigbasket_oof):
     y, p = bigbasket_oof
-    plain = select_thresholds(y, p, 0.95, min_support=10)
-    np.testing.assert_array_equal(select_thresholds(y, p, 0.95, 10, shrinkage=0.0), plain)
+    plain = select_thresholds(y, p, 0.95, min_support=10, scope="per_class")
+    np.testing.assert_array_equal(select_thresholds(y, p, 0.95, 10, shrinkage=0.0, scope="per_class"), plain)
     # with an overwhelming prior every class cuts where the all-classes curve reaches the target
-    huge = select_thresholds(y, p, 0.95, 10, shrinkage=1e9)
+    huge = select_thresholds(y, p, 0.95, 10, shrinkage=1e9, scope="per_class")
     finite = huge[np.isfinite(huge)]
     assert len(finite) >= 8
     conf = p.max(1)
@@ -57,14 +57,14 @@ def test_shrinkage_zero_is_the_per_class_rule_and_large_shrinkage_one_global_cut
     assert not np.array_equal(huge, plain)
 
 
-def _held_out(y, p, target, shrinkage, size=400):
+def _held_out(y, p, target, shrinkage, size=400, scope="per_class"):
     """Mean held-out (coverage, precision) over five disjoint ``size``-item selection sets."""
     held = np.arange(2000, 4000)
     pred, conf = p[held].argmax(1), p[held].max(1)
     cov, prec = [], []
     for s in range(2000 // size):
         sel = np.arange(s * size, (s + 1) * size)
-        thr = select_thresholds(y[sel], p[sel], target, min_support=10, shrinkage=shrinkage)
+        thr = select_thresholds(y[sel], p[sel], target, min_support=10, shrinkage=shrinkage, scope=scope)
         acc = conf >= thr[pred]
         cov.append(acc.mean())
         prec.append((pred[acc] == y[held][acc]).mean())
@@ -85,3 +85,29 @@ def test_shrunk_thresholds_hold_the_target_on_held_out_items_of_small_catalogs(b
     cov_plain, _ = _held_out(y, p, 0.90, 0.0)
     cov_shrunk, prec_shrunk = _held_out(y, p, 0.90, 200.0)
     assert cov_shrunk > cov_plain + 0.03 and prec_shrunk >= 0.90, (cov_plain, cov_shrunk, prec_shrunk)
+
+
+def test_pooled_scope_is_one_cut_raised_only_for_classes_short_of_the_target(bigbasket_oof):
+    """The default scope: every class starts at the pooled cut; a class whose own rows above it
+    miss the target keeps its own (higher) threshold. On held-out items it accepts more than the
+    per-class rule at the same target, and still holds it."""
+    y, p = bigbasket_oof
+    sel = np.arange(2000)
+    pred, conf = p[sel].argmax(1), p[sel].max(1)
+    thr = select_thresholds(y[sel], p[sel], 0.98, 10, shrinkage=200.0)
+    own = select_thresholds(y[sel], p[sel], 0.98, 10, shrinkage=200.0, scope="per_class")
+    cut = lowest_threshold(conf, pred == y[sel], 0.98, 10)
+    for c in range(p.shape[1]):
+        above = (pred == c) & (conf >= cut)
+        if not (pred == c).any():
+            assert np.isinf(thr[c])  # never predicted: no evidence, never auto-accepted
+        elif above.any() and (y[sel][above] == c).mean() < 0.98:
+            assert thr[c] == max(own[c], cut) and thr[c] > cut
+        else:
+            assert thr[c] == cut
+    assert (thr > cut).any() and (thr == cut).sum() >= 5
+    for target in (0.98, 0.95):
+        cov_pooled, prec_pooled = _held_out(y, p, target, 200.0, scope="pooled")
+        cov_class, _ = _held_out(y, p, target, 200.0)
+        assert cov_pooled > cov_class + 0.01 and prec_pooled >= target - 0.005, (target, cov_pooled, cov_class,
+                                                                                  prec_pooled)
