@@ -89,7 +89,8 @@ def test_shrunk_thresholds_hold_the_target_on_held_out_items_of_small_catalogs(b
 
 def test_pooled_scope_is_one_cut_raised_only_for_classes_short_of_the_target(bigbasket_oof):
     """The default scope: every class starts at the pooled cut; a class whose own rows above it
-    miss the target keeps its own (higher) threshold. On held-out items it accepts more than the
+    miss the target keeps its own (higher) threshold, one whose own curve reaches it lower down
+    keeps that. On held-out items it accepts more than the
     per-class rule at the same target, and still holds it."""
     y, p = bigbasket_oof
     sel = np.arange(2000)
@@ -104,8 +105,8 @@ def test_pooled_scope_is_one_cut_raised_only_for_classes_short_of_the_target(big
         elif above.any() and (y[sel][above] == c).mean() < 0.98:
             assert thr[c] == max(own[c], cut) and thr[c] > cut
         else:
-            assert thr[c] == cut
-    assert (thr > cut).any() and (thr == cut).sum() >= 5
+            assert thr[c] == min(own[c], cut)
+    assert (thr > cut).any() and (thr == cut).sum() >= 3
     for target in (0.98, 0.95):
         cov_pooled, prec_pooled = _held_out(y, p, target, 200.0, scope="pooled")
         cov_class, _ = _held_out(y, p, target, 200.0)
