@@ -10,6 +10,10 @@ without its checksum; a part damaged later (truncated, edited, a bad disk) fails
 ``verify_part`` and the resumed night recomputes it. So does a part whose columns differ from
 ``SCHEMA``: a night interrupted under an older version of the product and resumed after an
 upgrade redoes the old parts instead of failing at the merge.
+
+A part also keeps the validated reviewer-facing fields of its predicted rows (``ITEM_FIELDS``,
+null on rejected rows), so the review queue is built from what the scoring pass read instead of
+a second pass over the catalog; ``predictions.parquet`` takes only ``COLUMNS`` from the parts.
 """
 from __future__ import annotations
 
@@ -49,6 +53,14 @@ SCHEMA = pa.schema([
     ("why", pa.string()), ("why_json", pa.string()),
 ])
 COLUMNS = SCHEMA.names
+# The item fields the review queue shows (review.queue.ITEM_COLUMNS), as validated, on predicted rows.
+ITEM_SCHEMA = pa.schema([
+    ("title", pa.string()), ("description", pa.string()), ("brand", pa.string()), ("image", pa.string()),
+    ("domain", pa.string()), ("url", pa.string()), ("price", pa.float64()),
+])
+ITEM_FIELDS = ITEM_SCHEMA.names
+PART_SCHEMA = pa.schema(list(SCHEMA) + list(ITEM_SCHEMA))
+PART_COLUMNS = PART_SCHEMA.names
 
 
 def part_path(out_dir: Path, index: int) -> Path:
@@ -80,16 +92,28 @@ def remove_stale_temps(out_dir: Path) -> int:
 
 
 def to_table(frame: pd.DataFrame) -> pa.Table:
-    frame = frame.reindex(columns=COLUMNS)
-    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    """A part's table: ``frame``'s rows (COLUMNS), with the ``ITEM_FIELDS`` it has."""
+    frame = frame.reindex(columns=PART_COLUMNS)
+    return pa.Table.from_pandas(frame, schema=PART_SCHEMA, preserve_index=False)
+
+
+def with_item_fields(frame: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame`` (a chunk's output rows) with its predicted rows' ``ITEM_FIELDS`` from ``items``
+    (the chunk's validated items, by ``row``); rejected rows get none."""
+    if items is None or not len(items):
+        return frame
+    live = frame.loc[frame["status"].astype(object) != "rejected", "row"]
+    fields = items.loc[items["row"].isin(live), ["row", *ITEM_FIELDS]]
+    return frame.drop(columns=[c for c in ITEM_FIELDS if c in frame.columns]).merge(fields, on="row", how="left")
 
 
 def checksum_path(part: Path) -> Path:
     return part.with_name(part.name + ".sha256")
 
 
-def write_part(out_dir: Path, index: int, frame: pd.DataFrame) -> Path:
-    table = to_table(frame.sort_values("row", kind="stable"))
+def write_part(out_dir: Path, index: int, frame: pd.DataFrame, items: pd.DataFrame | None = None) -> Path:
+    """Commit chunk ``index``'s output rows, with the item fields of its validated ``items``."""
+    table = to_table(with_item_fields(frame, items).sort_values("row", kind="stable"))
     path = part_path(out_dir, index)
 
     def write(tmp: str) -> None:
@@ -119,9 +143,9 @@ def verify_part(part: Path) -> str | None:
         schema = pq.read_schema(part)
     except (OSError, pa.ArrowException) as e:
         return f"unreadable part ({e})"
-    if not schema.equals(SCHEMA, check_metadata=False):
-        missing = [n for n in COLUMNS if n not in schema.names]
-        extra = [n for n in schema.names if n not in COLUMNS]
+    if not schema.equals(PART_SCHEMA, check_metadata=False):
+        missing = [n for n in PART_COLUMNS if n not in schema.names]
+        extra = [n for n in schema.names if n not in PART_COLUMNS]
         detail = "; ".join(x for x in (missing and f"missing {', '.join(missing)}",
                                         extra and f"unknown {', '.join(extra)}") if x) or "column types differ"
         return f"written with another part schema, by another version of the product ({detail})"
@@ -144,6 +168,23 @@ def read_part_ids(path: Path) -> pd.DataFrame:
     return pq.read_table(path, columns=["item_id", "row", "status"]).to_pandas()
 
 
+def read_part_items(out_dir: Path, n_chunks: int, full_rows, columns: list[str]):
+    """Per part, in order: ``item_id``, ``row`` and ``title`` of its predicted rows, and the other
+    item ``columns`` only for rows in ``full_rows`` (None elsewhere): only what the queue needs."""
+    full = np.sort(np.asarray(full_rows, dtype=np.int64))
+    other = [c for c in columns if c != "title"]
+    for i in range(n_chunks):
+        table = pq.read_table(part_path(out_dir, i), columns=["item_id", "row", "status", *columns],
+                              schema=PART_SCHEMA)
+        frame = table.to_pandas()
+        frame = frame[frame["status"] != "rejected"].drop(columns=["status"]).reset_index(drop=True)
+        light = ~np.isin(frame["row"].to_numpy(), full)
+        strings = [c for c in other if c != "price"]
+        if light.any() and strings:
+            frame.loc[light, strings] = None
+        yield frame
+
+
 def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
     """Concatenate parts 0..n_chunks-1 into predictions.parquet, streaming one part at a time.
 
@@ -159,7 +200,7 @@ def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
         expected = 0
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
             for i in range(n_chunks):
-                table = pq.read_table(parts[i], schema=SCHEMA)
+                table = pq.read_table(parts[i], columns=COLUMNS, schema=PART_SCHEMA).select(COLUMNS)
                 rows = table.column("row").to_numpy()
                 if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
                     raise RuntimeError(f"{parts[i]} holds rows {rows[:3].tolist()}..., expected from {expected}")
