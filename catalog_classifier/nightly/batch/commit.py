@@ -54,9 +54,11 @@ SCHEMA = pa.schema([
 ])
 COLUMNS = SCHEMA.names
 # The item fields the review queue shows (review.queue.ITEM_COLUMNS), as validated, on predicted rows.
+# Text as UTF-8 bytes with lone surrogates passed through: validation keeps some (an image name), and
+# the queue must show exactly what was read.
 ITEM_SCHEMA = pa.schema([
-    ("title", pa.string()), ("description", pa.string()), ("brand", pa.string()), ("image", pa.string()),
-    ("domain", pa.string()), ("url", pa.string()), ("price", pa.float64()),
+    ("title", pa.binary()), ("description", pa.binary()), ("brand", pa.binary()), ("image", pa.binary()),
+    ("domain", pa.binary()), ("url", pa.binary()), ("price", pa.float64()),
 ])
 ITEM_FIELDS = ITEM_SCHEMA.names
 PART_SCHEMA = pa.schema(list(SCHEMA) + list(ITEM_SCHEMA))
@@ -91,20 +93,25 @@ def remove_stale_temps(out_dir: Path) -> int:
     return n
 
 
-def to_table(frame: pd.DataFrame) -> pa.Table:
-    """A part's table: ``frame``'s rows (COLUMNS), with the ``ITEM_FIELDS`` it has."""
-    frame = frame.reindex(columns=PART_COLUMNS)
-    return pa.Table.from_pandas(frame, schema=PART_SCHEMA, preserve_index=False)
+def to_table(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> pa.Table:
+    """A part's table: ``frame``'s rows (COLUMNS), then the ``ITEM_FIELDS`` of its predicted rows
+    from ``items`` (the chunk's validated items, matched by ``row``); null on rejected rows."""
+    frame = frame.reindex(columns=COLUMNS)
+    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    items = (items if items is not None else pd.DataFrame()).reindex(columns=["row", *ITEM_FIELDS])
+    pos = pd.Index(items["row"]).get_indexer(frame["row"].to_numpy()) if len(items) else np.full(len(frame), -1)
+    pos[(frame["status"].astype(object) == "rejected").to_numpy()] = -1
+    for f in ITEM_SCHEMA:
+        values = items[f.name].to_numpy(dtype=object)[pos] if len(items) else np.full(len(frame), None)
+        if f.type == pa.binary():
+            values = [v.encode("utf-8", "surrogatepass") if isinstance(v, str) and p >= 0 else None
+                      for v, p in zip(values, pos)]
+        table = table.append_column(f, pa.array(values, type=f.type, mask=pos < 0, from_pandas=True))
+    return table
 
 
-def with_item_fields(frame: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
-    """``frame`` (a chunk's output rows) with its predicted rows' ``ITEM_FIELDS`` from ``items``
-    (the chunk's validated items, by ``row``); rejected rows get none."""
-    if items is None or not len(items):
-        return frame
-    live = frame.loc[frame["status"].astype(object) != "rejected", "row"]
-    fields = items.loc[items["row"].isin(live), ["row", *ITEM_FIELDS]]
-    return frame.drop(columns=[c for c in ITEM_FIELDS if c in frame.columns]).merge(fields, on="row", how="left")
+def _text(values) -> list:
+    return [None if v is None else v.decode("utf-8", "surrogatepass") for v in values]
 
 
 def checksum_path(part: Path) -> Path:
@@ -113,7 +120,7 @@ def checksum_path(part: Path) -> Path:
 
 def write_part(out_dir: Path, index: int, frame: pd.DataFrame, items: pd.DataFrame | None = None) -> Path:
     """Commit chunk ``index``'s output rows, with the item fields of its validated ``items``."""
-    table = to_table(with_item_fields(frame, items).sort_values("row", kind="stable"))
+    table = to_table(frame.sort_values("row", kind="stable"), items)
     path = part_path(out_dir, index)
 
     def write(tmp: str) -> None:
@@ -179,9 +186,10 @@ def read_part_items(out_dir: Path, n_chunks: int, full_rows, columns: list[str])
         frame = table.to_pandas()
         frame = frame[frame["status"] != "rejected"].drop(columns=["status"]).reset_index(drop=True)
         light = ~np.isin(frame["row"].to_numpy(), full)
-        strings = [c for c in other if c != "price"]
-        if light.any() and strings:
-            frame.loc[light, strings] = None
+        for c in columns:
+            if ITEM_SCHEMA.field(c).type == pa.binary():
+                values = frame[c].where(~light, None) if c in other else frame[c]
+                frame[c] = pd.Series(_text(values), index=frame.index, dtype=object)
         yield frame
 
 
