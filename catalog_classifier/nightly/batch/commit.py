@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...io_utils import atomic_write
@@ -103,15 +104,26 @@ def to_table(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> pa.Table
     pos[(frame["status"].astype(object) == "rejected").to_numpy()] = -1
     for f in ITEM_SCHEMA:
         values = items[f.name].to_numpy(dtype=object)[pos] if len(items) else np.full(len(frame), None)
-        if f.type == pa.binary():
-            values = [v.encode("utf-8", "surrogatepass") if isinstance(v, str) and p >= 0 else None
-                      for v, p in zip(values, pos)]
-        table = table.append_column(f, pa.array(values, type=f.type, mask=pos < 0, from_pandas=True))
+        table = table.append_column(f, _array(values, f.type, pos < 0))
     return table
 
 
-def _text(values) -> list:
-    return [None if v is None else v.decode("utf-8", "surrogatepass") for v in values]
+def _array(values: np.ndarray, kind: pa.DataType, mask: np.ndarray) -> pa.Array:
+    if kind != pa.binary():
+        return pa.array(values, type=kind, mask=mask, from_pandas=True)
+    try:  # valid Unicode (nearly always): arrow's own UTF-8 bytes
+        return pa.array(values, type=pa.string(), mask=mask, from_pandas=True).cast(pa.binary())
+    except (UnicodeEncodeError, pa.ArrowException):
+        values = [v.encode("utf-8", "surrogatepass") if isinstance(v, str) and not m else None
+                  for v, m in zip(values, mask)]
+        return pa.array(values, type=kind, mask=mask, from_pandas=True)
+
+
+def _text(column: pa.ChunkedArray) -> list:
+    try:  # valid UTF-8 (nearly always)
+        return column.cast(pa.string()).to_pylist()
+    except pa.ArrowException:
+        return [None if v is None else v.decode("utf-8", "surrogatepass") for v in column.to_pylist()]
 
 
 def checksum_path(part: Path) -> Path:
@@ -183,14 +195,17 @@ def read_part_items(out_dir: Path, n_chunks: int, full_rows, columns: list[str])
     for i in range(n_chunks):
         table = pq.read_table(part_path(out_dir, i), columns=["item_id", "row", "status", *columns],
                               schema=PART_SCHEMA)
-        frame = table.to_pandas()
-        frame = frame[frame["status"] != "rejected"].drop(columns=["status"]).reset_index(drop=True)
-        light = ~np.isin(frame["row"].to_numpy(), full)
+        table = table.filter(pc.not_equal(table.column("status"), "rejected"))
+        light = ~np.isin(table.column("row").to_numpy(), full)
+        frame = table.select(["item_id", "row", *[c for c in columns if ITEM_SCHEMA.field(c).type != pa.binary()]]
+                             ).to_pandas()
         for c in columns:
             if ITEM_SCHEMA.field(c).type == pa.binary():
-                values = frame[c].where(~light, None) if c in other else frame[c]
-                frame[c] = pd.Series(_text(values), index=frame.index, dtype=object)
-        yield frame
+                column = table.column(c)
+                if c in other and light.any():
+                    column = pc.if_else(pa.array(light), pa.scalar(None, pa.binary()), column)
+                frame[c] = pd.Series(_text(column), index=frame.index, dtype=object)
+        yield frame[["item_id", "row", *columns]]
 
 
 def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
