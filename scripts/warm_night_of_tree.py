@@ -3,7 +3,10 @@
     cd TREE && python scripts/warm_night_of_tree.py train OUT   # once: a fast-config model of that tree
     cd TREE && python scripts/warm_night_of_tree.py night OUT   # one warm-up night, then one timed warm night
 
-Run the `night` step of several trees interleaved (old, new, old, new, ...) and compare medians.
+Run the `night` step of several trees interleaved (old, new, old, new, ...) and compare medians
+(``seconds``: wall time of the timed night; ``cpu_s``: this process's CPU seconds during it).
+The script may be run from another tree's checkout (``cd OLD && python NEW/scripts/...``): it
+imports the code of the current directory.
 """
 import json, os, sys, time
 from pathlib import Path
@@ -26,8 +29,8 @@ else:
     from catalog_classifier.classifier import CatalogClassifier
     clf = CatalogClassifier.load(out / "model")
     run_nightly(DEMO_CSV, out / "night0", clf, cfg, force=True, progress=False)  # warms caches + runtime
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     res = run_nightly(DEMO_CSV, out / "night", clf, cfg, force=True, progress=False)
-    dt = time.perf_counter() - t
-    print(json.dumps({"tree": str(tree), "rows": sum(res.counts.values()), "seconds": dt,
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"tree": str(tree), "rows": sum(res.counts.values()), "seconds": dt, "cpu_s": cpu,
                       "items_per_s": sum(res.counts.values()) / dt}))

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,3 +201,28 @@ def test_night_resumed_after_an_upgrade_redoes_parts_of_the_old_schema(model, he
     assert redo["part"] == old.name and "missing why, why_json" in redo["reason"]
     assert redo["reason"].startswith("written with another part schema")
     pd.testing.assert_frame_equal(read_predictions(out), ref)
+
+
+def test_the_catalog_is_read_once_and_the_queue_shows_its_validated_fields(model, heldout_csv, tmp_path,
+                                                                          monkeypatch):
+    """The review queue takes the item fields from the committed parts: one pass over the catalog per
+    night, and every queued row shows the fields validation gave that catalog row."""
+    from catalog_classifier.catalog import read_catalog
+    from catalog_classifier.io_utils import unescape_cell
+    from catalog_classifier.nightly.batch.chunks import CatalogStream
+
+    passes = []
+    chunks = CatalogStream.chunks
+    monkeypatch.setattr(CatalogStream, "chunks", lambda self: (passes.append(1), chunks(self))[1])
+    cfg = night_config(64)
+    out = tmp_path / "night"
+    run_nightly(heldout_csv, out, model, cfg, progress=False, date="2024-01-02")
+    assert len(passes) == 1
+    queue = pd.read_csv(out / "review" / "review_queue.csv", dtype=str, keep_default_na=False)
+    assert len(queue) > 0
+    items = read_catalog(heldout_csv, cfg.catalog).items.set_index("item_id")
+    for col in ("title", "brand", "url", "domain"):
+        want = items.loc[queue["item_id"], col].fillna("").astype(str).tolist()
+        assert [unescape_cell(v) for v in queue[col]] == want, col
+    price = pd.to_numeric(queue["price"].replace("", None)).to_numpy(dtype=float)
+    assert np.array_equal(price, items.loc[queue["item_id"], "price"].to_numpy(dtype=float), equal_nan=True)

@@ -10,6 +10,10 @@ without its checksum; a part damaged later (truncated, edited, a bad disk) fails
 ``verify_part`` and the resumed night recomputes it. So does a part whose columns differ from
 ``SCHEMA``: a night interrupted under an older version of the product and resumed after an
 upgrade redoes the old parts instead of failing at the merge.
+
+A part also keeps the validated reviewer-facing fields of its predicted rows (``ITEM_FIELDS``,
+null on rejected rows), so the review queue is built from what the scoring pass read instead of
+a second pass over the catalog; ``predictions.parquet`` takes only ``COLUMNS`` from the parts.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...io_utils import atomic_write
@@ -49,6 +54,16 @@ SCHEMA = pa.schema([
     ("why", pa.string()), ("why_json", pa.string()),
 ])
 COLUMNS = SCHEMA.names
+# The item fields the review queue shows (review.queue.ITEM_COLUMNS), as validated, on predicted rows.
+# Text as UTF-8 bytes with lone surrogates passed through: validation keeps some (an image name), and
+# the queue must show exactly what was read.
+ITEM_SCHEMA = pa.schema([
+    ("title", pa.binary()), ("description", pa.binary()), ("brand", pa.binary()), ("image", pa.binary()),
+    ("domain", pa.binary()), ("url", pa.binary()), ("price", pa.float64()),
+])
+ITEM_FIELDS = ITEM_SCHEMA.names
+PART_SCHEMA = pa.schema(list(SCHEMA) + list(ITEM_SCHEMA))
+PART_COLUMNS = PART_SCHEMA.names
 
 
 def part_path(out_dir: Path, index: int) -> Path:
@@ -79,17 +94,45 @@ def remove_stale_temps(out_dir: Path) -> int:
     return n
 
 
-def to_table(frame: pd.DataFrame) -> pa.Table:
+def to_table(frame: pd.DataFrame, items: pd.DataFrame | None = None) -> pa.Table:
+    """A part's table: ``frame``'s rows (COLUMNS), then the ``ITEM_FIELDS`` of its predicted rows
+    from ``items`` (the chunk's validated items, matched by ``row``); null on rejected rows."""
     frame = frame.reindex(columns=COLUMNS)
-    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    items = (items if items is not None else pd.DataFrame()).reindex(columns=["row", *ITEM_FIELDS])
+    pos = pd.Index(items["row"]).get_indexer(frame["row"].to_numpy()) if len(items) else np.full(len(frame), -1)
+    pos[(frame["status"].astype(object) == "rejected").to_numpy()] = -1
+    for f in ITEM_SCHEMA:
+        values = items[f.name].to_numpy(dtype=object)[pos] if len(items) else np.full(len(frame), None)
+        table = table.append_column(f, _array(values, f.type, pos < 0))
+    return table
+
+
+def _array(values: np.ndarray, kind: pa.DataType, mask: np.ndarray) -> pa.Array:
+    if kind != pa.binary():
+        return pa.array(values, type=kind, mask=mask, from_pandas=True)
+    try:  # valid Unicode (nearly always): arrow's own UTF-8 bytes
+        return pa.array(values, type=pa.string(), mask=mask, from_pandas=True).cast(pa.binary())
+    except (UnicodeEncodeError, pa.ArrowException):
+        values = [v.encode("utf-8", "surrogatepass") if isinstance(v, str) and not m else None
+                  for v, m in zip(values, mask)]
+        return pa.array(values, type=kind, mask=mask, from_pandas=True)
+
+
+def _text(column: pa.ChunkedArray) -> list:
+    try:  # valid UTF-8 (nearly always)
+        return column.cast(pa.string()).to_pylist()
+    except pa.ArrowException:
+        return [None if v is None else v.decode("utf-8", "surrogatepass") for v in column.to_pylist()]
 
 
 def checksum_path(part: Path) -> Path:
     return part.with_name(part.name + ".sha256")
 
 
-def write_part(out_dir: Path, index: int, frame: pd.DataFrame) -> Path:
-    table = to_table(frame.sort_values("row", kind="stable"))
+def write_part(out_dir: Path, index: int, frame: pd.DataFrame, items: pd.DataFrame | None = None) -> Path:
+    """Commit chunk ``index``'s output rows, with the item fields of its validated ``items``."""
+    table = to_table(frame.sort_values("row", kind="stable"), items)
     path = part_path(out_dir, index)
 
     def write(tmp: str) -> None:
@@ -119,9 +162,9 @@ def verify_part(part: Path) -> str | None:
         schema = pq.read_schema(part)
     except (OSError, pa.ArrowException) as e:
         return f"unreadable part ({e})"
-    if not schema.equals(SCHEMA, check_metadata=False):
-        missing = [n for n in COLUMNS if n not in schema.names]
-        extra = [n for n in schema.names if n not in COLUMNS]
+    if not schema.equals(PART_SCHEMA, check_metadata=False):
+        missing = [n for n in PART_COLUMNS if n not in schema.names]
+        extra = [n for n in schema.names if n not in PART_COLUMNS]
         detail = "; ".join(x for x in (missing and f"missing {', '.join(missing)}",
                                         extra and f"unknown {', '.join(extra)}") if x) or "column types differ"
         return f"written with another part schema, by another version of the product ({detail})"
@@ -144,6 +187,27 @@ def read_part_ids(path: Path) -> pd.DataFrame:
     return pq.read_table(path, columns=["item_id", "row", "status"]).to_pandas()
 
 
+def read_part_items(out_dir: Path, n_chunks: int, full_rows, columns: list[str]):
+    """Per part, in order: ``item_id``, ``row`` and ``title`` of its predicted rows, and the other
+    item ``columns`` only for rows in ``full_rows`` (None elsewhere): only what the queue needs."""
+    full = np.sort(np.asarray(full_rows, dtype=np.int64))
+    other = [c for c in columns if c != "title"]
+    for i in range(n_chunks):
+        table = pq.read_table(part_path(out_dir, i), columns=["item_id", "row", "status", *columns],
+                              schema=PART_SCHEMA)
+        table = table.filter(pc.not_equal(table.column("status"), "rejected"))
+        light = ~np.isin(table.column("row").to_numpy(), full)
+        frame = table.select(["item_id", "row", *[c for c in columns if ITEM_SCHEMA.field(c).type != pa.binary()]]
+                             ).to_pandas()
+        for c in columns:
+            if ITEM_SCHEMA.field(c).type == pa.binary():
+                column = table.column(c)
+                if c in other and light.any():
+                    column = pc.if_else(pa.array(light), pa.scalar(None, pa.binary()), column)
+                frame[c] = pd.Series(_text(column), index=frame.index, dtype=object)
+        yield frame[["item_id", "row", *columns]]
+
+
 def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
     """Concatenate parts 0..n_chunks-1 into predictions.parquet, streaming one part at a time.
 
@@ -159,7 +223,7 @@ def merge_parts(out_dir: Path, n_chunks: int, n_rows: int) -> Path:
         expected = 0
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
             for i in range(n_chunks):
-                table = pq.read_table(parts[i], schema=SCHEMA)
+                table = pq.read_table(parts[i], columns=COLUMNS, schema=PART_SCHEMA).select(COLUMNS)
                 rows = table.column("row").to_numpy()
                 if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
                     raise RuntimeError(f"{parts[i]} holds rows {rows[:3].tolist()}..., expected from {expected}")

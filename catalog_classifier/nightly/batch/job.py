@@ -137,12 +137,12 @@ def run_nightly(catalog_path: str | Path, out_dir: str | Path, model, config: Co
         manifest.update(n_chunks=n_chunks, n_rows=n_rows, parts_sha256=part_checksums(out_dir))
         mlflow_id = _open_mlflow_run(out_dir, manifest, cfg)
         pred = pd.read_parquet(out_dir / PREDICTIONS)
-        summary = summarize(pred, stream.stats)  # stats of the scoring pass, before the queue's re-read
+        summary = summarize(pred, stream.stats)  # stats of the scoring pass
         prev = Path(previous) if previous else find_previous(out_dir)
         with events.stage("nightly.drift"):
             drift = drift_report(pred, clf, prev, cfg.nightly.drift_alpha)
         with events.stage("nightly.queue"):
-            queue = build_queue(pred, stream, out_dir, cfg, clf, manifest["started_at"])
+            queue = build_queue(pred, n_chunks, out_dir, cfg, clf, manifest["started_at"])
         report = {
             "run_id": ident.run_id, "date": manifest["date"], "catalog": str(catalog_path),
             "model": ident.model, "chunk_size": cfg.nightly.chunk_size, "config_hash": ident.config_hash,

@@ -65,8 +65,9 @@ def check_rows(i: int, frame: pd.DataFrame, n_raw: int) -> None:
         raise RuntimeError(f"chunk {i}: {len(frame)} output rows for {n_raw} input rows")
 
 
-def commit_chunk(out_dir: Path, i: int, frame: pd.DataFrame, n_raw: int) -> None:
-    """Commit chunk ``i``'s part, only when it holds each of the chunk's ``n_raw`` rows once."""
+def commit_chunk(out_dir: Path, i: int, frame: pd.DataFrame, n_raw: int, items: pd.DataFrame) -> None:
+    """Commit chunk ``i``'s part, only when it holds each of the chunk's ``n_raw`` rows once, with
+    the item fields of its validated ``items`` (what the review queue shows of them)."""
     check_rows(i, frame, n_raw)
     with events.stage("nightly.write_part"):
-        write_part(out_dir, i, frame)
+        write_part(out_dir, i, frame, items)

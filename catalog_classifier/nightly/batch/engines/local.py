@@ -18,7 +18,7 @@ class LocalEngine:
                   disable=not progress) as bar:
             for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
                 frame = chunk_rows(clf, items, rejected, cfg.catalog.image_root, stamp)
-                commit_chunk(out_dir, i, frame, len(raw))
+                commit_chunk(out_dir, i, frame, len(raw), items)
                 computed += 1
                 bar.set_postfix(rows=plan.n_rows, refresh=False)
                 bar.update(plan.n_chunks - bar.n)  # committed parts passed over count as done

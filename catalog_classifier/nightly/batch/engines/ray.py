@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ....config import Config
 from ..chunks import assemble_rows, score_items
+from ..commit import ITEM_FIELDS
 from ..manifest import NightlyError
 from ..plan import ChunkPlan, commit_chunk, model_stamp, plan_chunks, serve_image
 
@@ -158,7 +159,7 @@ def run_chunks_ray(stream, out_dir: Path, clf, ident, cfg: Config, progress: boo
             night = _Windows(ray, out_dir, clf, cfg, model_stamp(ident), bar)
             for i, raw, items, rejected in plan_chunks(stream, out_dir, plan):
                 if len(items) == 0:  # nothing to predict: commit the rejections now
-                    night.commit(i, None, rejected, len(raw))
+                    night.commit(i, None, rejected, len(raw), items)
                 else:
                     night.add(i, items, rejected, len(raw))
             night.flush()
@@ -176,16 +177,18 @@ class _Windows:
         self.ray, self.out_dir, self.clf, self.cfg, self.stamp, self.bar = ray, out_dir, clf, cfg, stamp, bar
         self.size = max(1, int(cfg.ray.window_chunks))
         self.refs: list = []
-        self.pending: dict[int, tuple[pd.DataFrame, int, int]] = {}  # chunk -> (rejected, raw rows, items)
+        # chunk -> (rejected, raw rows, items, the items' row and ITEM_FIELDS)
+        self.pending: dict[int, tuple[pd.DataFrame, int, int, pd.DataFrame]] = {}
         self.windows = self.committed = 0
 
-    def commit(self, i: int, scored: pd.DataFrame | None, rejected: pd.DataFrame, n_raw: int) -> None:
-        commit_chunk(self.out_dir, i, assemble_rows(scored, rejected, self.stamp), n_raw)
+    def commit(self, i: int, scored: pd.DataFrame | None, rejected: pd.DataFrame, n_raw: int,
+               items: pd.DataFrame) -> None:
+        commit_chunk(self.out_dir, i, assemble_rows(scored, rejected, self.stamp), n_raw, items)
         self.committed += 1
         self.bar.update(1)
 
     def add(self, i: int, items: pd.DataFrame, rejected: pd.DataFrame, n_raw: int) -> None:
-        self.pending[i] = (rejected, n_raw, len(items))
+        self.pending[i] = (rejected, n_raw, len(items), items.reindex(columns=["row", *ITEM_FIELDS]))
         self.refs.append(self.ray.put(items.assign(**{CHUNK: i})))
         if len(self.refs) == self.size:
             self.flush()
@@ -236,9 +239,9 @@ class _Windows:
                 fresh = rows[~rows["row"].isin(n_got.setdefault(i, set()))]
                 n_got[i].update(fresh["row"].tolist())
                 got.setdefault(i, []).append(fresh.drop(columns=[CHUNK]))
-                rejected, n_raw, n_items = self.pending[i]
+                rejected, n_raw, n_items, fields = self.pending[i]
                 if len(n_got[i]) == n_items:
-                    self.commit(i, pd.concat(got.pop(i), ignore_index=True), rejected, n_raw)
-        missing = sorted(i for i, (_, _, n_items) in self.pending.items() if len(n_got.get(i, ())) != n_items)
+                    self.commit(i, pd.concat(got.pop(i), ignore_index=True), rejected, n_raw, fields)
+        missing = sorted(i for i, (_, _, n_items, _) in self.pending.items() if len(n_got.get(i, ())) != n_items)
         if missing:
             raise RuntimeError(f"Ray returned no rows for chunks {missing[:10]}; re-run to resume")
