@@ -126,12 +126,15 @@ def test_select_thresholds_is_lowest_reaching_threshold():
     correct = rng.uniform(size=n) < conf  # calibrated: P(correct) = confidence
     y_true = np.where(correct, 0, 1)
     proba = np.stack([conf, 1 - conf - 0.001, np.full(n, 0.001)], axis=1)
-    thr = select_thresholds(y_true, proba, 0.9, min_support=20)
+    thr = select_thresholds(y_true, proba, 0.9, min_support=20, scope="per_class")
     accepted = conf >= thr[0]
     assert (y_true[accepted] == 0).mean() >= 0.9
     lower = conf >= np.sort(conf[conf < thr[0]])[-1]  # one more item in: target missed
     assert (y_true[lower] == 0).mean() < 0.9 or lower.sum() == accepted.sum()
     assert np.isinf(thr[1]) and np.isinf(thr[2])  # never predicted -> never auto-accepted
+    # pooled: class 1 (predicted only below the pooled cut) shares that cut; class 2 stays inf
+    pooled = select_thresholds(y_true, proba, 0.9, min_support=20)
+    assert pooled[1] == pooled[0] == thr[0] and np.isinf(pooled[2])
 
 
 def test_passthrough_features_reach_the_meta_classifier(bigbasket_text):
