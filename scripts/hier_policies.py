@@ -43,6 +43,27 @@ def right_of(h: Hierarchy, c, y):
     return ok
 
 
+class Tally:
+    """Held-out rows pooled over folds: full / any depth, hierarchical precision, folds under target."""
+
+    def __init__(self, target: float):
+        self.target, self.n, self.full, self.anyd, self.ok, self.bad = target, 0, 0, 0, 0, []
+
+    def add(self, k: int, h: Hierarchy, c, y) -> None:
+        right, acc = right_of(h, c, y), c.step >= 0
+        self.n += len(y)
+        self.full += int((c.step == 0).sum())
+        self.anyd += int(acc.sum())
+        self.ok += int(right[acc].sum())
+        fp = right[acc].mean() if acc.any() else 1.0
+        if fp < self.target:
+            self.bad.append(f"{k}:{fp:.3f}")
+
+    def __str__(self) -> str:
+        return (f"full {self.full / self.n:.3f} any {self.anyd / self.n:.3f} "
+                f"hprec {self.ok / max(self.anyd, 1):.4f}  folds<target {self.bad}")
+
+
 def per_depth(h, y, proba, leaf_thr, target, method, delta, conf, joint, shared=False, min_support=10,
               stage_delta=None):
     """One threshold per ancestor depth (or one for all depths), deepest first; ``joint``:
@@ -189,8 +210,7 @@ def main():
     for t in a.targets:
         print(f"== target {t}  ({len(folds)} folds)")
         for name, pol in policies.items():
-            n = full = anyd = okc = 0
-            bad = []
+            tally = Tally(t)
             for k, f in enumerate(folds):
                 labels = list(f["labels"])
                 h = Hierarchy(labels)
@@ -205,25 +225,13 @@ def main():
                         leaf = select_thresholds(cy, cp, t, 10, method="guaranteed", delta=0.05 / D)
                     r = HierarchicalRouter(t, 10, pol["router"], pol.get("method", "point"), 0.05 / D).fit(
                         labels, cy, cp, leaf)
-                    c = r.climb(tp, leaf)
-                    r_ = right_of(h, c, ty)
-                    a_ = c.step >= 0
-                    n += len(ty); full += (c.step == 0).sum(); anyd += a_.sum(); okc += r_[a_].sum()
-                    fp = r_[a_].mean() if a_.any() else 1.0
-                    if fp < t:
-                        bad.append(f"{k}:{fp:.3f}")
+                    tally.add(k, h, r.climb(tp, leaf), ty)
                     continue
                 elif isinstance(pol, dict) and "temp" in pol:
                     temps = depth_temperatures(h, cy, cp)
                     step, node, pred = tempered_route(h, cy, cp, leaf, t, pol["temp"], temps, tp)
                     from types import SimpleNamespace
-                    c = SimpleNamespace(step=step, node=node, pred=pred)
-                    r_ = right_of(h, c, ty)
-                    a_ = c.step >= 0
-                    n += len(ty); full += (c.step == 0).sum(); anyd += a_.sum(); okc += r_[a_].sum()
-                    fp = r_[a_].mean() if a_.any() else 1.0
-                    if fp < t:
-                        bad.append(f"{k}:{fp:.3f}")
+                    tally.add(k, h, SimpleNamespace(step=step, node=node, pred=pred), ty)
                     if t == a.targets[0] and k == 0:
                         print("   temps", temps)
                     continue
@@ -234,18 +242,8 @@ def main():
                     bonf = p.pop("bonf", False)
                     thr = per_depth(h, cy, cp, leaf, t, p.pop("method"), 0.05, p.pop("conf"), p.pop("joint"),
                                     stage_delta=ldelta if bonf else None, **p)
-                c = climb(h, thr, tp, leaf)
-                r_ = right_of(h, c, ty)
-                a_ = c.step >= 0
-                n += len(ty)
-                full += (c.step == 0).sum()
-                anyd += a_.sum()
-                okc += r_[a_].sum()
-                fp = r_[a_].mean() if a_.any() else 1.0
-                if fp < t:
-                    bad.append(f"{k}:{fp:.3f}")
-            print(f"{name:18s} full {full / n:.3f} any {anyd / n:.3f} hprec {okc / max(anyd, 1):.4f}"
-                  f"  folds<target {bad}")
+                tally.add(k, h, climb(h, thr, tp, leaf), ty)
+            print(f"{name:18s} {tally}")
 
 
 if __name__ == "__main__":

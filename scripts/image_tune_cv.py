@@ -138,6 +138,29 @@ class Tail(nn.Module):
         return self.fc(self.drop(self.features(x)))
 
 
+
+class EarlyStop:
+    """Keep the best weights on the validation slice; stop after ``patience`` epochs without gain."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.state, self.bad = patience, -1.0, None, 0
+
+    def keep(self, acc: float, net) -> None:
+        self.best, self.state, self.bad = acc, copy.deepcopy(net.state_dict()), 0
+
+    def step(self, acc: float, net) -> bool:
+        """True when training should stop."""
+        if acc > self.best + 1e-9:
+            self.keep(acc, net)
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, net, ep: int):
+        net.load_state_dict(self.state)
+        net.best_epoch_ = ep - self.bad
+        return net
+
 def fit_tail(backbone, A, y, n_classes, n_blocks, epochs, lr, wd, smoothing, dropout, bn_train, seed,
              batch=32, patience=4, val_frac=0.12):
     """A: [n, 2, C, 7, 7] float16 training activations (both views). Returns the fitted module."""
@@ -162,7 +185,7 @@ def fit_tail(backbone, A, y, n_classes, n_blocks, epochs, lr, wd, smoothing, dro
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr * 10], total_steps=steps, pct_start=0.1)
     lossf = nn.CrossEntropyLoss(label_smoothing=smoothing)
     yt = torch.from_numpy(y)
-    best, best_state, bad = -1.0, None, 0
+    stop = EarlyStop(patience)
     Xtr = torch.cat([Af[tr, 0], Af[tr, 1]])
     ytr = torch.cat([yt[tr], yt[tr]])
     for ep in range(epochs):
@@ -178,16 +201,9 @@ def fit_tail(backbone, A, y, n_classes, n_blocks, epochs, lr, wd, smoothing, dro
             lossf(net(Xtr[b]), ytr[b]).backward()
             opt.step()
             sched.step()
-        acc = (predict_tail(net, Af[val]).argmax(1) == y[val]).mean()
-        if acc > best + 1e-9:
-            best, best_state, bad = acc, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    net.load_state_dict(best_state)
-    net.best_epoch_ = ep - bad
-    return net, Af
+        if stop.step((predict_tail(net, Af[val]).argmax(1) == y[val]).mean(), net):
+            break
+    return stop.restore(net, ep), Af
 
 
 @torch.inference_mode()
@@ -306,12 +322,11 @@ def fit_lora(backbone, X, H, y, n_classes, rank, epochs, lr, wd, smoothing, drop
     lossf = nn.CrossEntropyLoss(label_smoothing=smoothing)
     yt = torch.from_numpy(y)
     pairs = torch.cat([torch.stack([tr, torch.zeros_like(tr)], 1), torch.stack([tr, torch.ones_like(tr)], 1)])
-    best, best_state, bad, ep = -1.0, None, 0, 0
+    stop, ep = EarlyStop(patience), 0
     if warm_start:  # epoch 0: the frozen head itself, kept unless tuning beats it on the slice
-        best = (predict_lora(net, X[val], H[val]).argmax(1) == y[val.numpy()]).mean()
-        best_state = copy.deepcopy(net.state_dict())
+        stop.keep((predict_lora(net, X[val], H[val]).argmax(1) == y[val.numpy()]).mean(), net)
         if VERBOSE:
-            print(f"    epoch 0: val acc {best:.3f}", flush=True)
+            print(f"    epoch 0: val acc {stop.best:.3f}", flush=True)
     for ep in range(epochs):
         net.train()
         order = pairs[torch.randperm(len(pairs), generator=g)]
@@ -324,15 +339,9 @@ def fit_lora(backbone, X, H, y, n_classes, rank, epochs, lr, wd, smoothing, drop
         acc = (predict_lora(net, X[val], H[val]).argmax(1) == y[val.numpy()]).mean()
         if VERBOSE:
             print(f"    epoch {ep + 1}: val acc {acc:.3f}", flush=True)
-        if acc > best + 1e-9:
-            best, best_state, bad = acc, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    net.load_state_dict(best_state)
-    net.best_epoch_ = ep - bad
-    return net
+        if stop.step(acc, net):
+            break
+    return stop.restore(net, ep)
 
 
 @torch.inference_mode()
