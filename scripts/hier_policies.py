@@ -19,13 +19,27 @@ from stacking.hierarchy import HierarchicalRouter, Hierarchy
 from stacking.thresholds import lowest_threshold, select_thresholds
 
 
+def path_proba(h: Hierarchy, proba: np.ndarray, pred: np.ndarray, chunk: int = 4096):
+    """For each row, its predicted leaf's ancestors by depth: node indices [n, D-1] (-1: none)
+    and their probabilities (NaN: none). The earlier climb's candidates, which the product
+    replaced by each depth's likeliest node (Hierarchy.depth_candidates); kept to compare."""
+    nodes = h.ancestor_at[np.asarray(pred)]
+    prob = np.full(nodes.shape, np.nan)
+    for s in range(0, len(nodes), chunk):
+        block = h.node_proba(np.asarray(proba[s:s + chunk]))
+        nb = nodes[s:s + chunk]
+        has = nb >= 0
+        prob[s:s + chunk][has] = block[np.nonzero(has)[0], nb[has]]
+    return nodes, prob
+
+
 def climb(h: Hierarchy, node_thr: np.ndarray, proba, leaf_thr):
     """The climb along the leaf guess's own ancestors (the policies below choose for it)."""
     from types import SimpleNamespace
     pred = proba.argmax(1)
     step = np.where(proba.max(1) >= leaf_thr[pred], 0, -1)
     node = np.full(len(pred), -1)
-    nodes, prob = h.path_proba(proba, pred)
+    nodes, prob = path_proba(h, proba, pred)
     for d in range(h.max_depth - 1, 0, -1):
         col, pcol = nodes[:, d - 1], prob[:, d - 1]
         t = np.where(col >= 0, node_thr[np.maximum(col, 0)], np.inf)
@@ -71,7 +85,7 @@ def per_depth(h, y, proba, leaf_thr, target, method, delta, conf, joint, shared=
     pred = proba.argmax(1)
     acc = proba.max(1) >= leaf_thr[pred]
     ok = acc & (pred == y)
-    nodes, prob = h.path_proba(proba, pred)
+    nodes, prob = path_proba(h, proba, pred)
     thr = np.full(len(h.nodes), np.inf)
     if shared:
         # one threshold t for all ancestor depths: scan a grid
@@ -107,7 +121,7 @@ def old_router(h, y, proba, leaf_thr, target, method, delta=0.05, min_support=10
     each node held to the target on its own candidate rows."""
     pred = proba.argmax(1)
     accepted = proba.max(1) >= leaf_thr[pred]
-    nodes, prob = h.path_proba(proba, pred)
+    nodes, prob = path_proba(h, proba, pred)
     thr = np.full(len(h.nodes), np.inf)
     for d in range(h.max_depth - 1, 0, -1):
         col, pcol = nodes[:, d - 1], prob[:, d - 1]
@@ -155,7 +169,7 @@ def tempered_route(h, y, proba, leaf_thr, target, conf, temps, test_p, min_suppo
         pred = P.argmax(1)
         cols, probs = [], []
         for d in range(1, h.max_depth):
-            n_, p_ = h.path_proba(temper(P, temps[d]), pred)
+            n_, p_ = path_proba(h, temper(P, temps[d]), pred)
             cols.append(n_[:, d - 1]); probs.append(p_[:, d - 1])
         return pred, cols, probs
     pred, cols, probs = paths(proba)

@@ -59,20 +59,6 @@ class Hierarchy:
         """[n, nodes]: each ancestor node's probability (sum of its descendant leaves)."""
         return np.asarray((self.indicator.T @ np.asarray(proba, dtype=np.float64).T).T)
 
-    def path_proba(self, proba: np.ndarray, pred: np.ndarray, chunk: int = 4096
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """For each row, its predicted leaf's ancestors by depth: node indices [n, D-1]
-        (-1: none) and their probabilities (NaN: none). Chunked, so 1,000 leaves stay small."""
-        nodes = self.ancestor_at[np.asarray(pred)]
-        prob = np.full(nodes.shape, np.nan)
-        for s in range(0, len(nodes), chunk):
-            block = self.node_proba(np.asarray(proba[s:s + chunk]))
-            nb = nodes[s:s + chunk]
-            has = nb >= 0
-            r = np.nonzero(has)[0]
-            prob[s:s + chunk][has] = block[r, nb[has]]
-        return nodes, prob
-
     def depth_candidates(self, proba: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """The climb's candidate at each ancestor depth: per row and depth d (column d - 1), the
         depth-d node with the highest probability and that probability ([n, D-1]; -1 / NaN: the
