@@ -19,6 +19,7 @@ import pandas as pd
 
 from stacking import Passthrough, StackedClassifier, StackParams
 from stacking.hierarchy import HierarchicalRouter, stage_delta
+from stacking.thresholds import batch_ratio
 
 from . import events
 from . import models as model_registry
@@ -228,10 +229,9 @@ class CatalogClassifier:
         st, p = self.stack_, self.stack_.params
         m = st.threshold_rows_
         return HierarchicalRouter(p.target_precision, p.min_support, self.config.stack.ancestor_confidence,
-                                  p.threshold_method,
-                                  p.risk_delta, CATEGORY_SEP).fit(
-                                      self.labels_, st.y_[m], st.oof_proba_[m],
-                                                                  st.thresholds_)
+                                  p.threshold_method, p.risk_delta, CATEGORY_SEP,
+                                  batch_ratio(p, int(m.sum()))).fit(
+                                      self.labels_, st.y_[m], st.oof_proba_[m], st.thresholds_)
 
     # ----------------------------------------------------------- evaluate
     def evaluate(self, items: pd.DataFrame, labels: pd.Series | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stacking.hierarchy import Hierarchy, HierarchicalRouter, stage_delta
-from stacking.thresholds import clopper_pearson_interval, select_for
+from stacking.thresholds import batch_ratio, clopper_pearson_interval, select_for
 
 from .catalog.schema import CATEGORY_SEP
 from .reporting import plot_risk_coverage, risk_coverage_curve
@@ -68,7 +68,8 @@ def crossfit_store(labels, y, proba, fold, targets, stack_params) -> dict:
                 te, tr = fold == k, fold != k
                 thr = select_for(s, y[tr], proba[tr], t, method, delta)
                 router = HierarchicalRouter(t, s.min_support, s.ancestor_confidence, method, delta,
-                                            CATEGORY_SEP).fit(labels, y[tr], proba[tr], thr)
+                                            CATEGORY_SEP, batch_ratio(s, int(tr.sum()))).fit(
+                                                labels, y[tr], proba[tr], thr)
                 put(store, variant, t, np.flatnonzero(te), *climb_labels(router, proba[te], thr, labels))
     return store
 

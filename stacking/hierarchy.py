@@ -125,20 +125,23 @@ class HierarchicalRouter:
     of the whole accepted set; the caller gives the leaf thresholds and this router the same
     per-stage share (``stage_delta``: Bonferroni over the leaf stage and each ancestor depth),
     so the last stage's set, everything accepted, has precision >= target with probability
-    >= 1 - delta for exchangeable new rows (conditional on the earlier stages' thresholds).
+    >= 1 - delta for exchangeable new rows (conditional on the earlier stages' thresholds);
+    with ``batch_ratio`` > 0 the measured precision of a batch that size (relative to these
+    rows) does (``stacking.thresholds.lowest_threshold``).
 
     Why one threshold per depth, not per node: a node's candidates are a few dozen hard rows,
     its own threshold overfits them (scripts/hier_policies.py, the issue #14 harness).
     """
 
     def __init__(self, target_precision: float = 0.95, min_support: int = 10, confidence: float = 0.0,
-                 method: str = "point", delta: float = 0.05, sep: str = SEP):
+                 method: str = "point", delta: float = 0.05, sep: str = SEP, batch_ratio: float = 0.0):
         self.target_precision = target_precision
         self.min_support = min_support
         self.confidence = confidence
         self.method = method
         self.delta = delta
         self.sep = sep
+        self.batch_ratio = batch_ratio
 
     def fit(self, labels: list[str], y: np.ndarray, proba: np.ndarray,
             leaf_thresholds: np.ndarray) -> "HierarchicalRouter":
@@ -155,7 +158,8 @@ class HierarchicalRouter:
             right = h.is_under(col, y)
             t = lowest_threshold(pcol[cand], right[cand], self.target_precision, self.min_support,
                                  self.confidence, method=self.method, delta=self.delta,
-                                 accepted=(float(correct.sum()), int(accepted.sum())))
+                                 accepted=(float(correct.sum()), int(accepted.sum())),
+                                 batch_ratio=self.batch_ratio)
             self.node_thresholds_[h.node_depth == d] = t
             take = cand & (pcol >= t)
             accepted |= take
@@ -181,7 +185,7 @@ class HierarchicalRouter:
     def to_dict(self) -> dict:
         return {"params": {"target_precision": self.target_precision, "min_support": self.min_support,
                            "confidence": self.confidence, "method": self.method, "delta": self.delta,
-                           "sep": self.sep},
+                           "sep": self.sep, "batch_ratio": self.batch_ratio},
                 "labels": self.hierarchy_.labels,
                 "node_thresholds": {n: (float(t) if np.isfinite(t) else None)
                                     for n, t in zip(self.hierarchy_.nodes, self.node_thresholds_)}}

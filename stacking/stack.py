@@ -55,6 +55,11 @@ class StackParams:
     # stacking.hierarchy.stage_delta)
     threshold_method: str = "point"
     risk_delta: float = 0.05
+    # guarantee mode: the batch of new items whose *measured* precision the bound covers (a
+    # night, an audit sample, a held-out fold): that many items, None = one cross-validation
+    # fold of the rows the thresholds are chosen on, 0 = the expected precision only
+    # (stacking/thresholds.lowest_threshold)
+    risk_batch: int | None = None
     # point mode: "pooled" (one threshold for all classes, raised for a class whose own rows fall
     # short of the target there) or "per_class" (stacking/thresholds.py)
     threshold_scope: str = "pooled"
@@ -74,6 +79,9 @@ class StackParams:
                              f"got {self.threshold_scope!r}")
         if not 0 < self.risk_delta < 1:
             raise ValueError(f"stack.risk_delta must be in (0, 1), got {self.risk_delta!r}")
+        if self.risk_batch is not None and (isinstance(self.risk_batch, bool) or not isinstance(self.risk_batch, int)
+                                            or self.risk_batch < 0):
+            raise ValueError(f"stack.risk_batch must be a whole number >= 0 or null, got {self.risk_batch!r}")
 
 
 class StackedClassifier:

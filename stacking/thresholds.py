@@ -87,7 +87,8 @@ def clopper_pearson_interval(correct: int, total: int, delta: float) -> tuple[fl
 
 def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_support: int = 10,
                      confidence: float = 0.0, prior=None, shrinkage: float = 0.0,
-                     method: str = "point", delta: float = 0.05, accepted: tuple[float, int] = (0, 0)) -> float:
+                     method: str = "point", delta: float = 0.05, accepted: tuple[float, int] = (0, 0),
+                     batch_ratio: float = 0.0) -> float:
     """The lowest confidence threshold whose accepted set (rows with ``conf`` >= it) reaches
     ``target`` precision, ``inf`` when none does. The one rule behind every threshold.
 
@@ -100,14 +101,26 @@ def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_s
     pseudo-items) must reach the target; the lowest such cut wins, wherever it lies.
 
     ``guaranteed`` (Learn-then-Test, fixed-sequence testing): cuts are tested from the highest
-    confidence down; a cut passes when the one-sided Clopper-Pearson lower bound (level
-    1 - ``delta``) of its precision is >= target, and lowering stops at the first failure.
-    The sequence starts at the first cut with enough rows for an error-free set to pass at all
-    (and at least ``min_support``). Guaranteed, for exchangeable new rows of this group: the
-    precision of the accepted set is >= target with probability >= 1 - delta (over the
-    calibration rows). Not guaranteed: the same jointly for all classes and nodes (each one
-    holds its own 1 - delta, not simultaneously), nor under drift. Shrinkage and ``confidence``
-    are not used: they are point-estimate devices.
+    confidence down; a cut passes when the one-sided Clopper-Pearson lower bound of its
+    precision is >= the bar, and lowering stops at the first failure (``_fixed_sequence``).
+    The sequence starts at the first cut where an error-free set would pass (at least
+    ``min_support`` rows).
+
+    - ``batch_ratio`` = 0: the bar is ``target``, the bound at level 1 - ``delta``. Guaranteed,
+      for exchangeable new rows: the *expected* precision of the accepted set is >= target with
+      probability >= 1 - delta. A batch of new items measured on its own (a night, a held-out
+      fold) still falls below the target about half the time when that precision sits just
+      above it.
+    - ``batch_ratio`` = r > 0: the guarantee covers the *measured* precision of a batch of new
+      items r times the size of these rows (accepting about r x the cut's rows): ``delta`` is
+      split, half for the bound, half for the batch's own sampling; the bar is the lowest true
+      precision at which such a batch measures below the target with probability <= delta/2
+      (``batch_floor``). Union bound: the batch measures >= target with probability
+      >= 1 - delta. The bar is steep for the top cuts' small batches, so the bound's half runs
+      three sequences (``START_RATES``) at a third of it each.
+
+    Not guaranteed: the same jointly for all classes and nodes (each holds its own 1 - delta),
+    nor under drift. Shrinkage and ``confidence`` are point-estimate devices, not used here.
     """
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"threshold method must be one of {', '.join(THRESHOLD_METHODS)}, got {method!r}")
@@ -122,14 +135,12 @@ def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_s
     ok, total = ok + accepted[0], total + accepted[1]
     last_of_tie = np.r_[s_conf[1:] != s_conf[:-1], True]
     if method == "guaranteed":
-        lower = clopper_pearson_lower(ok, total, delta)
-        first = _fewest_rows_to_pass(target, delta)
-        cuts = np.flatnonzero(last_of_tie & (own >= min_support) & (total >= first))
-        fails = lower[cuts] < target
-        if not len(cuts) or fails[0]:
-            return np.inf
-        n_pass = int(np.argmax(fails)) if fails.any() else len(cuts)
-        return float(s_conf[cuts[n_pass - 1]])
+        if batch_ratio <= 0:
+            return _fixed_sequence(s_conf, ok, total, own, last_of_tie, np.full(len(total), target),
+                                   (0.0,), accepted, min_support, delta)
+        bar = np.maximum(target, batch_floor(batch_ratio * total, target, delta / 2))
+        return _fixed_sequence(s_conf, ok, total, own, last_of_tie, bar, START_RATES, accepted,
+                               min_support, delta / 2)
     if shrinkage > 0 and prior is not None:
         ok = ok + shrinkage * prior(s_conf)
     prec = wilson_lower(ok, total + shrinkage, confidence)
@@ -139,13 +150,54 @@ def lowest_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_s
     return float(s_conf[np.flatnonzero(good).max()])  # largest accepted set = lowest threshold
 
 
-def _fewest_rows_to_pass(target: float, delta: float) -> int:
-    """Smallest n whose error-free set has a Clopper-Pearson lower bound >= target: delta**(1/n) >= target."""
-    if target <= 0:
-        return 1
-    if target >= 1:
-        return np.iinfo(np.int32).max
-    return int(np.ceil(np.log(delta) / np.log(target) - 1e-12))
+START_RATES = (0.0, 0.25, 0.5)  # batch mode: error rates (share of the allowed) the sequences start at
+
+
+def _fixed_sequence(s_conf, ok, total, own, last_of_tie, bar, start_rates, accepted, min_support,
+                    delta) -> float:
+    """Fixed-sequence tests (``lowest_threshold``'s guarantee): from each start, cuts are tested
+    downward (Clopper-Pearson lower bound of the accepted set >= ``bar``) until the first
+    failure; the lowest passing cut of all sequences wins. A sequence starts (labels unseen)
+    at the first cut where a set with that share of the allowed error rate would pass: an
+    error-free start asks the top rows to be nearly perfect, which a small batch's steep bar
+    makes fragile; later starts risk starting below the best cut. With several starts the risk
+    is split over them (Bonferroni), so the lowest cut of all holds at ``delta``."""
+    d = delta / len(start_rates)
+    lower = clopper_pearson_lower(ok, total, d)
+    best = np.inf
+    for rate in start_rates:
+        assumed = own * (1 - rate * (1 - bar)) + accepted[0]
+        started = np.maximum.accumulate(clopper_pearson_lower(assumed, total, d) >= bar)
+        cuts = np.flatnonzero(last_of_tie & (own >= min_support) & started)
+        if not len(cuts):
+            continue
+        fails = lower[cuts] < bar[cuts]
+        if fails[0]:
+            continue
+        n_pass = int(np.argmax(fails)) if fails.any() else len(cuts)
+        best = min(best, float(s_conf[cuts[n_pass - 1]]))
+    return best
+
+
+def batch_floor(m: np.ndarray, target: float, delta: float) -> np.ndarray:
+    """The lowest true precision p at which a batch of ``m`` accepted items (rounded, >= 1)
+    measures below ``target`` with probability <= ``delta``: with k = ceil(target m) - 1 the
+    most correct items that still fall short, P(Binomial(m, p) <= k) = I_{1-p}(m - k, k + 1)
+    <= delta, i.e. p >= 1 - Beta.ppf(delta; m - k, k + 1)."""
+    m = np.maximum(np.round(np.asarray(m, dtype=np.float64)), 1.0)
+    k = np.ceil(target * m - 1e-9) - 1
+    with np.errstate(invalid="ignore"):
+        floor = 1.0 - beta.ppf(delta, m - k, np.maximum(k, 0) + 1)
+    return np.where(k < 0, 0.0, floor)
+
+
+def batch_ratio(params, n_rows: int) -> float:
+    """The guarantee batch's size relative to the ``n_rows`` thresholds are chosen on:
+    ``risk_batch`` items, or (None) one cross-validation fold of them (1 / ``n_folds``)."""
+    b = params.risk_batch
+    if b is None:
+        return 1.0 / params.n_folds
+    return float(b) / max(n_rows, 1)
 
 
 def select_thresholds(
@@ -158,6 +210,7 @@ def select_thresholds(
     method: str = "point",
     delta: float = 0.05,
     scope: str = "pooled",
+    batch_ratio: float = 0.0,
 ) -> np.ndarray:
     """Lowest threshold per predicted class whose accepted set reaches the target (see the
     module docstring for ``scope``).
@@ -165,7 +218,8 @@ def select_thresholds(
     ``guaranteed``: one threshold for all classes, tested on all rows pooled. A finite-sample
     bound needs many rows (an error-free set needs 149 of them to pass 0.98 at delta 0.05), so
     per class it would accept nothing in a catalog of a few thousand items; pooled, the bound
-    covers the accepted set as a whole (its precision, not every class's).
+    covers the accepted set as a whole (its precision, not every class's). ``batch_ratio``:
+    see ``lowest_threshold``.
     """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba)
@@ -173,7 +227,8 @@ def select_thresholds(
     pred = proba.argmax(1)
     conf = proba.max(1)
     if method == "guaranteed":
-        t = lowest_threshold(conf, pred == y_true, target_precision, min_support, method=method, delta=delta)
+        t = lowest_threshold(conf, pred == y_true, target_precision, min_support, method=method, delta=delta,
+                             batch_ratio=batch_ratio)
         return np.full(n_classes, t)
     if scope not in THRESHOLD_SCOPES:
         raise ValueError(f"threshold scope must be one of {', '.join(THRESHOLD_SCOPES)}, got {scope!r}")
@@ -201,7 +256,8 @@ def select_for(params, y_true: np.ndarray, proba: np.ndarray, target_precision: 
     p = params
     return select_thresholds(y_true, proba, target_precision, p.min_support, p.precision_confidence,
                              p.precision_shrinkage, method or p.threshold_method,
-                             p.risk_delta if delta is None else delta, p.threshold_scope)
+                             p.risk_delta if delta is None else delta, p.threshold_scope,
+                             batch_ratio(p, len(y_true)))
 
 
 def route(proba: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from catalog_classifier.evaluation import records, save_pictures
 from catalog_classifier.evaluation_oof import oof_cross_validate
 from catalog_classifier.nightly.review.exports import _guess
 from stacking.hierarchy import Hierarchy, HierarchicalRouter, stage_delta
-from stacking.thresholds import (_fewest_rows_to_pass, clopper_pearson_lower, lowest_threshold,
+from stacking.thresholds import (clopper_pearson_lower, lowest_threshold,
                                  select_thresholds, wilson_lower)
 
 from conftest import fast_config
@@ -186,7 +186,7 @@ def test_guaranteed_thresholds_pool_the_rows_and_every_cut_above_passed(fitted):
     assert guar[0] >= pooled_point  # the bound costs coverage
     for v in np.unique(conf[conf >= guar[0]]):  # fixed-sequence testing: every cut above passed
         acc = conf >= v
-        if acc.sum() >= _fewest_rows_to_pass(0.9, delta):
+        if clopper_pearson_lower(acc.sum(), acc.sum(), delta) >= 0.9:  # the sequence's start
             assert clopper_pearson_lower(right[acc].sum(), acc.sum(), delta) >= 0.9
     # ancestors: one threshold per depth; they accept rows, and everything accepted passes the bound
     hg = HierarchicalRouter(0.9, 10, method="guaranteed", delta=delta).fit(labels, y, p, guar)

@@ -9,7 +9,10 @@ from catalog_classifier.features.text import item_texts
 from catalog_classifier.models.linear_text import LinearText
 from stacking import make_folds, select_thresholds
 from stacking.oof import out_of_fold_proba
-from stacking.thresholds import lowest_threshold, global_precision
+from scipy.stats import binom
+
+from stacking import StackParams
+from stacking.thresholds import batch_floor, global_precision, lowest_threshold
 
 from conftest import SHARED, require_dataset
 
@@ -112,3 +115,41 @@ def test_pooled_scope_is_one_cut_raised_only_for_classes_short_of_the_target(big
         cov_class, _ = _held_out(y, p, target, 200.0)
         assert cov_pooled > cov_class + 0.01 and prec_pooled >= target - 0.005, (target, cov_pooled, cov_class,
                                                                                   prec_pooled)
+
+
+def test_batch_floor_is_the_lowest_precision_at_which_a_batch_falls_short_with_probability_delta():
+    for m, target in ((50, 0.98), (210, 0.98), (800, 0.95), (5000, 0.98)):
+        p = float(batch_floor(m, target, 0.025))
+        k = np.ceil(target * m - 1e-9) - 1  # the most correct items that still fall short
+        assert binom.cdf(k, m, p) == pytest.approx(0.025, abs=1e-9)
+        assert binom.cdf(k, m, p - 1e-3) > 0.025 and target < p < 1
+    assert batch_floor(5000, 0.98, 0.025) < batch_floor(210, 0.98, 0.025)  # small batches need more
+
+
+def test_guarantee_covers_the_measured_precision_of_new_batches(bigbasket_oof):
+    """Exchangeable splits of 4,000 real items: thresholds on 3,200, measured on the other 800.
+    Bounding only the expected precision (risk_batch 0) leaves the batch's measured precision
+    under the target in far more than 5% of the splits; covering the batch holds it in >= 95%
+    and still accepts items."""
+    y, p = bigbasket_oof
+    conf, right = p.max(1), p.argmax(1) == y
+    rng = np.random.default_rng(0)
+    met = {0.0: [], 0.25: []}
+    cov = {0.0: [], 0.25: []}
+    for _ in range(100):
+        perm = rng.permutation(len(y))
+        cal, new = perm[:3200], perm[3200:]
+        for r in met:
+            t = lowest_threshold(conf[cal], right[cal], 0.95, 10, method="guaranteed", delta=0.05, batch_ratio=r)
+            acc = conf[new] >= t
+            cov[r].append(acc.mean())
+            met[r].append(not acc.any() or right[new][acc].mean() >= 0.95)
+    assert np.mean(met[0.25]) >= 0.95 and np.mean(cov[0.25]) > 0.3, (np.mean(met[0.25]), np.mean(cov[0.25]))
+    assert np.mean(met[0.0]) < 0.95 and np.mean(cov[0.0]) > np.mean(cov[0.25]), (np.mean(met[0.0]),)
+
+
+def test_risk_batch_is_a_whole_number_or_null():
+    assert StackParams(risk_batch=None).risk_batch is None and StackParams(risk_batch=0).risk_batch == 0
+    for bad in (-1, 1.5, True, "fold"):
+        with pytest.raises(ValueError, match="risk_batch"):
+            StackParams(risk_batch=bad)
