@@ -12,7 +12,10 @@ Variants (``--variants``), each scored by out-of-fold accuracy / macro-F1 on the
   frozen_flip   the same, trained on originals + flips, TTA: mean of both views' probabilities
   frozen_multi  pooled features of every block from the cut on + conv_head, concatenated (_flip: + flips)
   frozen_product  the frozen head on the product's own cached embeddings (image.runtime auto), e.g.
-                with --backbone efficientnet_lite2 (a comma list: the embeddings concatenated)
+                with --backbone efficientnet_lite2 (a comma list: the embeddings concatenated; name@size
+                sets image.image_size, e.g. efficientnet_lite2@300). --settings "a;b@300;c,d" scores each
+                setting in turn (embedded first, in one process, timed side by side); --C-rule inner
+                also picks the head's C by an inner grouped CV on each training fold (never the test fold)
   loraR         conv_head with a trainable rank-R 1x1 update + bn2 gamma/beta + linear head (flips, TTA);
                 --warm-start: the head starts from the frozen head's solution (epoch 0 = frozen head)
   tune1         block 6.0 + conv_head + bn2 trainable (+ dropout + linear head), flips as augmentation
@@ -21,6 +24,9 @@ Variants (``--variants``), each scored by out-of-fold accuracy / macro-F1 on the
 
     CATALOG_CLASSIFIER_THREADS=1 .venv/bin/python scripts/image_tune_cv.py --levels 1,2 \
         --variants frozen,frozen_flip,tune1 --json reports/image_tuning_cv.json
+    CATALOG_CLASSIFIER_THREADS=1 .venv/bin/python scripts/image_tune_cv.py --variants frozen_product \
+        --C-rule fixed,inner --retime --settings "efficientnet_lite0;efficientnet_lite2@300;efficientnet_lite1@280" \
+        --json reports/image_backbone_cv.json
 """
 from __future__ import annotations
 
@@ -219,10 +225,10 @@ def predict_tail(net, Af, tta=True):
     return torch.cat(out).numpy()
 
 
-def frozen_head(F, y, tr, te, n_classes, flip):
+def frozen_head(F, y, tr, te, n_classes, flip, C=1.0):
     Xtr = np.concatenate([F[tr, 0], F[tr, 1]]) if flip else F[tr, 0]
     ytr = np.concatenate([y[tr], y[tr]]) if flip else y[tr]
-    m = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300, random_state=0)).fit(Xtr, ytr)
+    m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300, random_state=0)).fit(Xtr, ytr)
     cols = m.classes_
     out = np.zeros((len(te), n_classes))
     p = m.predict_proba(F[te, 0])
@@ -230,6 +236,50 @@ def frozen_head(F, y, tr, te, n_classes, flip):
         p = (p + m.predict_proba(F[te, 1])) / 2
     out[:, cols] = p
     return out
+
+
+def inner_C(F, y, groups, tr, grid, seed, n_inner=3) -> float:
+    """The C of the grid with the best inner-CV accuracy of the frozen head, on training rows ``tr`` only
+    (grouped, stratified folds as the evaluation's; ties: the smaller C)."""
+    inner = make_folds(y[tr], n_inner, seed, groups[tr])
+    n_classes = int(y.max()) + 1
+    acc = []
+    for C in grid:
+        hits = 0
+        for j in range(n_inner):
+            itr, ite = tr[inner != j], tr[inner == j]
+            hits += (frozen_head(F, y, itr, ite, n_classes, False, C).argmax(1) == y[ite]).sum()
+        acc.append(hits / len(tr))
+    return float(grid[int(np.argmax(acc))])
+
+
+def parse_spec(spec: str) -> list[tuple[str, int | None]]:
+    """'efficientnet_lite0,efficientnet_lite2@300' -> [(lite0, None), (lite2, 300)] (None: the backbone's own)."""
+    out = []
+    for part in spec.split(","):
+        name, _, size = part.partition("@")
+        out.append((name, int(size) if size else None))
+    return out
+
+
+def product_embeddings(cfg, spec: str, items, image_root: str, cache: bool = True) -> dict:
+    """The product's embeddings (image.runtime auto, its cache unless ``cache`` is False) of one setting,
+    concatenated over its backbones, with the seconds spent embedding (model load / export excluded: it
+    is loaded first) and the images computed (not served from the cache)."""
+    embs, secs, computed = [], 0.0, 0
+    for name, size in parse_spec(spec):
+        c = copy.deepcopy(cfg)
+        c.image.backbone, c.image.image_size = name, size
+        if not cache:
+            c.image.cache_dir = ""
+        clf = CatalogClassifier(c)
+        _ = clf._embedder(image_root).model
+        t0 = time.perf_counter()
+        vec, _ = clf.embed_images(items, image_root)
+        secs += time.perf_counter() - t0
+        computed += clf.last_embedding_stats_["computed"]
+        embs.append(vec)
+    return {"X": np.concatenate(embs, 1)[:, None, :], "embed_seconds": secs, "n_computed": computed}
 
 
 def multi_pooled(backbone, acts):
@@ -372,6 +422,12 @@ def main(argv=None) -> None:
     ap.add_argument("--bn-train", action="store_true")
     ap.add_argument("--head-lr-mult", type=float, default=10.0, help="lora: the linear head's LR / the body's")
     ap.add_argument("--warm-start", action="store_true", help="lora: start from the frozen head's LR solution")
+    ap.add_argument("--settings", default="", help="frozen_product: ';'-separated --backbone specs, each scored")
+    ap.add_argument("--C-rule", default="fixed", help="frozen_product: fixed (C=--C) | inner | fixed,inner")
+    ap.add_argument("--C", type=float, default=1.0, help="the fixed rule's C (image_head's default: 1)")
+    ap.add_argument("--C-grid", default="0.01,0.03,0.1,0.3,1", help="the inner rule's candidates")
+    ap.add_argument("--retime", action="store_true",
+                    help="re-embed the first setting without the cache at the end (timing drift check)")
     ap.add_argument("--folds-only", default="", help="comma list of fold ids to run (quick look)")
     ap.add_argument("--json", default="", help="append the records to this JSON list")
     ap.add_argument("--verbose", action="store_true")
@@ -381,27 +437,33 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(os.environ.get("CATALOG_CLASSIFIER_THREADS", "1")))
     cfg = load_config(ROOT / args.config)
     if args.backbone:
-        cfg.image.backbone = args.backbone.split(",")[0]
+        cfg.image.backbone, cfg.image.image_size = parse_spec(args.backbone)[0]
     variants = args.variants.split(",")
-    product = None
+    settings = args.settings.split(";") if args.settings else [args.backbone or cfg.image.backbone]
+    products = {}
     if "frozen_product" in variants:  # the product's own embeddings (runtime auto: OpenVINO), no flips
-        embs = []
-        for name in (args.backbone or cfg.image.backbone).split(","):  # several: concatenated
-            c = copy.deepcopy(cfg)
-            c.image.backbone = name
-            embs.append(CatalogClassifier(c).embed_images(
-                read_catalog(ROOT / args.csv, cfg.catalog).items, str(ROOT / cfg.catalog.image_root))[0])
-        product = np.concatenate(embs, 1)[:, None, :]
+        prod_items = read_catalog(ROOT / args.csv, cfg.catalog).items
+        for spec in settings:  # embedded one after another in this process: the seconds compare
+            products[spec] = product_embeddings(cfg, spec, prod_items, str(ROOT / cfg.catalog.image_root))
+            print(f"embeddings {spec}: {products[spec]['n_computed']} computed in "
+                  f"{products[spec]['embed_seconds']:.1f} s", flush=True)
+        if args.retime:
+            again = product_embeddings(cfg, settings[0], prod_items, str(ROOT / cfg.catalog.image_root), cache=False)
+            products[settings[0]]["embed_seconds_repeat"] = again["embed_seconds"]
+            print(f"embeddings {settings[0]} again, no cache: {again['embed_seconds']:.1f} s", flush=True)
     cfg.image.runtime, cfg.image.device = "torch", "cpu"
     items = read_catalog(ROOT / args.csv, cfg.catalog).items
     if variants == ["frozen_product"]:
-        acts, ok, pooled, backbone = None, ~np.isnan(product[:, 0]).any(1), None, None
+        acts, ok, pooled, backbone = None, None, None, None
     else:
         acts, ok, pooled = activations(cfg, items["image"].tolist(), str(ROOT / cfg.catalog.image_root))
         backbone = bb.load_backbone(cfg.image)
     multi = multi_pooled(backbone, acts) if any(v.startswith("frozen_multi") for v in args.variants.split(",")) else None
     XH = head_inputs(backbone, acts) if any(v.startswith("lora") for v in args.variants.split(",")) else None
     results = []
+    path = ROOT / args.json if args.json else None
+    old = json.loads(path.read_text()) if path is not None and path.exists() else []
+    run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # records of one run: their seconds compare
     for level in [int(v) for v in args.levels.split(",")]:
         c = copy.deepcopy(cfg)
         c.catalog.label_depth = level
@@ -414,10 +476,14 @@ def main(argv=None) -> None:
         groups = np.array([title_key(t) for t in items["title"].iloc[rows]], dtype=object)
         fold = make_folds(y, 5, cfg.stack.seed, groups)  # the evaluation's outer folds
         C = len(names)
-        img_ok = ok[rows]
-        for var in args.variants.split(","):
+        runs = [(v, None, None) for v in variants if v != "frozen_product"]
+        if "frozen_product" in variants:
+            runs += [("frozen_product", spec, rule) for spec in settings for rule in args.C_rule.split(",")]
+        for var, spec, rule in runs:
+            product = None if spec is None else products[spec]["X"]
+            img_ok = (ok if spec is None else ~np.isnan(product[:, 0]).any(1))[rows]
             P = np.full((len(y), C), 1.0 / C)
-            secs, epochs = [], []
+            secs, epochs, chosen = [], [], []
             for k in range(5):
                 if args.folds_only and str(k) not in args.folds_only.split(","):
                     continue
@@ -425,7 +491,10 @@ def main(argv=None) -> None:
                 te = np.flatnonzero((fold == k) & img_ok)
                 t0 = time.perf_counter()
                 if var == "frozen_product":
-                    P[te] = frozen_head(product[rows], y, tr, te, C, False)
+                    c_k = args.C if rule == "fixed" else inner_C(
+                        product[rows], y, groups, tr, [float(v) for v in args.C_grid.split(",")], cfg.stack.seed + k)
+                    chosen.append(c_k)
+                    P[te] = frozen_head(product[rows], y, tr, te, C, False, c_k)
                 elif var.startswith("frozen_multi"):
                     P[te] = frozen_head(multi[rows], y, tr, te, C, var.endswith("flip"))
                 elif var.startswith("lora"):
@@ -448,19 +517,22 @@ def main(argv=None) -> None:
                 secs.append(time.perf_counter() - t0)
             sel = np.isin(fold, [int(f) for f in args.folds_only.split(",")]) if args.folds_only else np.ones(len(y), bool)
             pred = P[sel].argmax(1)
-            rec = {"level": level, "variant": var, "backbone": args.backbone or cfg.image.backbone,
+            rec = {"level": level, "variant": var, "backbone": spec or args.backbone or cfg.image.backbone,
                    "accuracy": float(accuracy_score(y[sel], pred)),
                    "macro_f1": float(f1_score(y[sel], pred, average="macro")),
                    "n_items": int(sel.sum()), "n_categories": C, "seconds_per_fold": float(np.mean(secs)),
                    "best_epochs": epochs,
                    "params": None if var.startswith("frozen") else {
                        k: getattr(args, k) for k in ("epochs", "lr", "wd", "smoothing", "dropout", "bn_train", "warm_start", "head_lr_mult")}}
+            if spec is not None:
+                rec.update({"image_size": [size or bb.BACKBONES[name].input_size for name, size in parse_spec(spec)],
+                            "C_rule": rule if rule == "inner" else f"fixed C={args.C}",
+                            "C_grid": args.C_grid if rule == "inner" else None, "C_per_fold": chosen, "run": run,
+                            **{k: v for k, v in products[spec].items() if k != "X"}})
             results.append(rec)
             print(json.dumps(rec), flush=True)
-    if args.json:
-        path = ROOT / args.json
-        old = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(old + results, indent=2) + "\n")
+            if args.json:  # after every record: a long run stopped early keeps what it measured
+                path.write_text(json.dumps(old + results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
