@@ -247,6 +247,25 @@ def test_load_image_limits(demo_files, tmp_path):
     assert load_image(str(tmp_path), None, 10**8, 10**8)[2] == "image not found"  # a directory
 
 
+def test_a_file_that_grows_after_its_stat_is_read_whole_up_to_the_bound(demo_files, monkeypatch):
+    """The read takes the stat's size and one byte more; a file longer by then (written while the
+    night reads it) is read on, and one that grew past max_bytes is refused as before."""
+    import catalog_classifier.features.images as images
+
+    real = demo_files[0].read_bytes()
+    stat = os.fstat
+
+    def stale(fd):  # the size a stat taken before the last write saw
+        st = stat(fd)
+        return os.stat_result((*st[:6], 100, *st[7:]))
+
+    monkeypatch.setattr(images.os, "fstat", stale)
+    assert images.read_image_bytes(str(demo_files[0]), None, 10**8) == (real, None)
+    assert images.read_image_bytes(str(demo_files[0]), None, len(real) - 1) == (
+        None, f"image too large ({len(real)} bytes)")
+    assert images.read_image_bytes(str(demo_files[0]), None, len(real)) == (real, None)
+
+
 def test_transparent_png_is_flattened_on_white(tmp_path):
     rgba = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
     rgba.save(tmp_path / "t.png")

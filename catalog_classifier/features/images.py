@@ -108,7 +108,11 @@ def read_image_bytes(
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 return None, too_large_reason(size)
-            data = fh.read(max_bytes + 1)  # the file may grow between stat and read
+            # the size the stat gave, and one byte more: a file that grew since then shows it and
+            # is read on, up to the bound (a read of max_bytes + 1 allocates that much every time)
+            data = fh.read(size + 1)
+            if len(data) > size:
+                data += fh.read(max_bytes + 1 - len(data))
     except OSError:
         return None, UNREADABLE
     if not data:
