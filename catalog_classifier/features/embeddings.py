@@ -178,6 +178,15 @@ class ImageEmbedder:
         data, reason = self._read(ref)
         return data, reason, None if data is None else hashlib.sha256(data).hexdigest()
 
+    def _read_all(self, pool, refs: list) -> list[tuple[bytes | None, str | None, str | None]]:
+        """``_read_hashed`` of every ref, in order: each worker takes one contiguous slice (one task
+        per worker, not one per image: a warm night reads and hashes only, and a future and two
+        thread handoffs per image cost more CPU than the read)."""
+        k = max(1, -(-len(refs) // self.workers))
+        parts = pool.map(lambda part: [self._read_hashed(r) for r in part],
+                         [refs[s:s + k] for s in range(0, len(refs), k)])
+        return [x for part in parts for x in part]
+
     def _decode(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
         img, reason = decode_image(data, self.max_pixels, draft_size=input_size(self.cfg))
         if img is None:
@@ -222,7 +231,7 @@ class ImageEmbedder:
     def _lookup_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> list[tuple[int, str, bytes]]:
         """Read and hash a chunk; serve cache hits; return the distinct new images to decode."""
         pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
-        for i, (data, reason, digest) in zip(rows, pool.map(self._read_hashed, [refs[i] for i in rows])):
+        for i, (data, reason, digest) in zip(rows, self._read_all(pool, [refs[i] for i in rows])):
             if data is None:
                 res.reasons[i] = reason
                 continue
