@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ...io_utils import atomic_write_json, atomic_write_text
+from ...io_utils import atomic_write_json, atomic_write_text, folder_syncs_at_end
 from .commit import PREDICTIONS
 from .drift import drift_block, training_reference
 from .manifest import MANIFEST
@@ -116,8 +116,9 @@ def drift_report(pred: pd.DataFrame, clf, previous: Path | None, alpha: float) -
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
-    return {"json": atomic_write_json(report, out_dir / "report.json"),
-            "md": atomic_write_text(render_markdown(report), out_dir / "report.md")}
+    with folder_syncs_at_end():
+        return {"json": atomic_write_json(report, out_dir / "report.json"),
+                "md": atomic_write_text(render_markdown(report), out_dir / "report.md")}
 
 
 def _fmt(x, spec=".3g") -> str:

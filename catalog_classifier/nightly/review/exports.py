@@ -53,7 +53,7 @@ import pandas as pd
 from ...catalog.schema import CATEGORY_SEP
 from ...config import ReviewExportConfig
 from ...features.images import resolve_image_path
-from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text
+from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text, folder_syncs_at_end
 from ...preflight import OperatorError
 from .queue import PARTIAL, allowed_labels
 
@@ -136,7 +136,14 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
                             f"{_document_root(root, s)}; exported as text tasks")
     for w in res.warnings:
         log.warning("review export: %s", w)
-    res.paths = {
+    with folder_syncs_at_end():  # one fsync of the review folder for all its files
+        res.paths = _write_all(out, queue, records, images, gt, ls, cats)
+    return res
+
+
+def _write_all(out: Path, queue: pd.DataFrame, records: list[dict], images: list, gt: list[dict],
+               ls: list[dict], cats: list[str]) -> dict[str, Path]:
+    return {
         "csv": atomic_write_table(queue.assign(image=[r.get("image") if i is not None else None
                                                        for r, i in zip(records, images)]),
                                   out / "review_queue.csv"),
@@ -153,7 +160,6 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
         "labelstudio_config": atomic_write_text(labelstudio_config(), out / "labelstudio_config.xml"),
         **_gt_per_parent(out, records, gt, images, cats),
     }
-    return res
 
 
 def _partial(r: dict) -> bool:
