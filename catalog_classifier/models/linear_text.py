@@ -16,6 +16,7 @@ from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import config_context
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -72,7 +73,9 @@ class LinearText(BaseModel):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        p = self.model_.predict_proba(self._features(X.texts, fit=False))
+        # TF-IDF of counts is finite by construction: sklearn's NaN/inf scans of it are skipped
+        with config_context(assume_finite=True):
+            p = self.model_.predict_proba(self._features(X.texts, fit=False))
         return align_proba(p, self.model_.classes_, len(self.classes_))
 
     def _save_fitted(self, path):
