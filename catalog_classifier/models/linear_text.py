@@ -107,7 +107,7 @@ def _char_wb_counts(vec: TfidfVectorizer, texts: list[str], cache: dict) -> sp.c
                 ids = np.fromiter((vocab[g] for g in vec._char_wb_ngrams(w) if g in vocab), np.int32)
                 cache[w] = ids if len(ids) else empty
             parts.append(ids)
-        uniq, n = np.unique(np.concatenate(parts) if parts else empty, return_counts=True)
+        uniq, n = _distinct_counts(np.concatenate(parts) if parts else empty)
         indices.append(uniq)
         counts.append(n)
         indptr.append(indptr[-1] + len(uniq))
@@ -116,6 +116,17 @@ def _char_wb_counts(vec: TfidfVectorizer, texts: list[str], cache: dict) -> sp.c
                      shape=(len(texts), len(vocab)), dtype=vec.dtype)
     X.sort_indices()
     return X
+
+
+def _distinct_counts(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_counts=True)`` (sorted distinct ids, their counts) without its
+    general-purpose overhead: one sort, the positions where the value changes."""
+    s = np.sort(ids)
+    first = np.empty(len(s), dtype=bool)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return s[starts], np.diff(np.append(starts, len(s)))
 
 
 def _word_counts(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_array:
