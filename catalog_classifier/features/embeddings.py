@@ -173,17 +173,19 @@ class ImageEmbedder:
     def _read(self, ref):
         return read_image_bytes(ref, self.image_root, self.max_bytes)
 
-    def _read_hashed(self, ref) -> tuple[bytes | None, str | None, str | None]:
+    def _read_hashed(self, ref, real_root: str | None = None) -> tuple[bytes | None, str | None, str | None]:
         """(bytes, reason, sha256 hex): hashed in the pool thread (hashlib releases the GIL)."""
-        data, reason = self._read(ref)
+        data, reason = read_image_bytes(ref, self.image_root, self.max_bytes, real_root)
         return data, reason, None if data is None else hashlib.sha256(data).hexdigest()
 
     def _read_all(self, pool, refs: list) -> list[tuple[bytes | None, str | None, str | None]]:
         """``_read_hashed`` of every ref, in order: each worker takes one contiguous slice (one task
         per worker, not one per image: a warm night reads and hashes only, and a future and two
-        thread handoffs per image cost more CPU than the read)."""
+        thread handoffs per image cost more CPU than the read). The image root is resolved once
+        for the slices."""
+        root = os.path.realpath(self.image_root) if self.image_root is not None else None
         k = max(1, -(-len(refs) // self.workers))
-        parts = pool.map(lambda part: [self._read_hashed(r) for r in part],
+        parts = pool.map(lambda part: [self._read_hashed(r, root) for r in part],
                          [refs[s:s + k] for s in range(0, len(refs), k)])
         return [x for part in parts for x in part]
 
