@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,13 @@ def summarize(pred: pd.DataFrame, source: dict | None = None) -> dict[str, Any]:
     status = pred["status"].astype(object)
     done = pred[status != "rejected"]
     counts = {s: int((status == s).sum()) for s in STATUSES}
-    by_cat = pd.crosstab(done["category"], done["status"]) if len(done) else pd.DataFrame()
-    by_category = {str(c): {**{s: int(r.get(s, 0)) for s in STATUSES[:-1]}, "total": int(r.sum())}
-                   for c, r in by_cat.iterrows()}
+    pairs = Counter((c, s) for c, s in zip(done["category"].astype(object), done["status"].astype(object))
+                    if not pd.isna(c))  # rows per (category, status); a row without a category counts nowhere
+    totals = Counter()
+    for (c, _), n in pairs.items():
+        totals[c] += n
+    by_category = {str(c): {**{s: pairs.get((c, s), 0) for s in STATUSES[:-1]}, "total": totals[c]}
+                   for c in sorted(totals)}
     rejected = pred.loc[status == "rejected", "reason"].astype(object)
     return {
         "rows": int(len(pred)), "counts": counts,
