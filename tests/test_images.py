@@ -315,3 +315,17 @@ def test_prefetch_pipeline_matches_chunk_by_chunk_embedding(model, tmp_path):
 
     one = embed_forward(model, transform(decode_image(files[40].read_bytes(), 10**8, 224)[0])[None]).numpy()[0]
     np.testing.assert_allclose(got.vectors[40], one, atol=1e-4)
+
+
+def test_reader_threads_stay_within_the_process_thread_budget(monkeypatch, tmp_path):
+    """CATALOG_CLASSIFIER_THREADS caps the embedder's reader/decoder pool as it caps torch,
+    OpenVINO and LightGBM; unset, the pool takes up to 4 cores."""
+    from catalog_classifier.features.embeddings import default_workers
+
+    monkeypatch.delenv("CATALOG_CLASSIFIER_THREADS", raising=False)
+    assert default_workers() == min(4, os.cpu_count() or 1)
+    monkeypatch.setenv("CATALOG_CLASSIFIER_THREADS", "1")
+    assert default_workers() == 1
+    assert ImageEmbedder(ImageConfig(device="cpu", cache_dir=str(tmp_path))).workers == 1
+    monkeypatch.setenv("CATALOG_CLASSIFIER_THREADS", "64")
+    assert default_workers() == min(4, os.cpu_count() or 1)

@@ -110,6 +110,15 @@ def open_cache(cfg: ImageConfig, key: str):
     return EmbeddingCache(cfg.cache_dir, key)
 
 
+def default_workers() -> int:
+    """Reader/decoder threads of an embedder: up to 4 and the cores, and no more than
+    CATALOG_CLASSIFIER_THREADS when it is set (the process's CPU budget, as for torch, OpenVINO
+    and LightGBM): on a capped process extra threads only contend for the same cores."""
+    n = min(4, os.cpu_count() or 1)
+    cap = os.environ.get("CATALOG_CLASSIFIER_THREADS")
+    return max(1, min(n, int(cap))) if cap else n
+
+
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32 [n, 1280]; NaN rows where ok is False
@@ -152,7 +161,7 @@ class ImageEmbedder:
         self.image_root = image_root
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or default_workers()
         self.prefetch = prefetch or 2 * cfg.batch_size
         self.key = backbone_key(cfg)
         self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
