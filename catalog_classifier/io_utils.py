@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,8 +42,40 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+_pending = threading.local()  # folders whose fsync a ``folder_syncs_at_end`` block holds back
+
+
+@contextmanager
+def folder_syncs_at_end():
+    """Within the block, ``atomic_write`` still fsyncs every file before its rename, but each folder
+    it renamed into is fsynced once, when the block ends (also on an error): several files of one
+    folder (a part and its checksum, the review exports) cost one folder fsync, not one each.
+    Renames stay in program order; a rename is durable once the block has ended. Nested blocks
+    sync at the end of the outermost one."""
+    outer = getattr(_pending, "dirs", None)
+    if outer is not None:
+        yield
+        return
+    _pending.dirs = dirs = {}
+    try:
+        yield
+    finally:
+        _pending.dirs = None
+        for d in dirs:
+            _fsync_dir(d)
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` then fsync, rename over ``path`` and fsync the folder (the rename is durable).
+    """``write(tmp)`` then fsync, rename over ``path`` and fsync the folder (the rename is durable;
+    inside ``folder_syncs_at_end``, at the end of that block).
 
     The one atomic write: every output file of the project goes through it.
     """
@@ -59,11 +92,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    dirs = getattr(_pending, "dirs", None)
+    if dirs is None:
+        _fsync_dir(path.parent)
+    else:
+        dirs[path.parent] = None
     return path
 
 

@@ -33,50 +33,57 @@ def route_items(items: pd.DataFrame, proba: np.ndarray, labels: list[str], leaf_
         pred, leaf_conf = proba.argmax(1), proba.max(1)
         step = np.where(leaf_conf >= thr[pred], 0, -1)
         category, conf, used_thr = labels[pred], leaf_conf, thr[pred]
+    leaf_conf = np.asarray(leaf_conf, dtype=np.float64)
+    leaf_thr = thr[pred]
+    status = np.select([step == 0, step > 0], ["accepted", "accepted_partial"], "review")
+    depth = np.where(step >= 0, [path_depth(x) for x in category], 0).astype(np.int64)
+    never = np.isinf(leaf_thr)
+    leaf_why = np.where(never, "category is never auto-accepted (precision target not reachable)",
+                        "confidence below the category's threshold")
+    partial_why = [f"refine below {cat}: leaf {leaf} confidence {lc:.3f} below its threshold {lt:.3f}"
+                   for cat, leaf, lc, lt in zip(category, labels[pred], leaf_conf, leaf_thr)]
+    reason = leaf_why.astype(object)
+    reason[step > 0] = np.array(partial_why, dtype=object)[step > 0]
+    reason[step == 0] = None
+    # the keyword rules override the climb (on the arrays, before the frame is built)
+    fired = (rules or RuleSet([])).apply(items.reset_index(drop=True), list(labels[pred]))
+    category, conf = np.array(category, dtype=object), np.array(conf, dtype=np.float64)
+    used_thr = np.array(used_thr, dtype=np.float64)
+    force_cat = (fired["rule_action"] == "category").to_numpy()
+    if force_cat.any():
+        forced = fired.loc[force_cat, "rule_category"].to_numpy()
+        category[force_cat] = forced
+        conf[force_cat] = leaf_conf[force_cat]  # as before the climb: the leaf guess's
+        used_thr[force_cat] = leaf_thr[force_cat]
+        status[force_cat] = "accepted"
+        depth[force_cat] = [path_depth(x) for x in forced]
+        reason[force_cat] = None
+    force_rev = (fired["rule_action"] == "review").to_numpy()
+    if force_rev.any():  # a forced review is a review of the leaf guess, whatever the climb accepted
+        category[force_rev] = labels[pred][force_rev]
+        conf[force_rev] = leaf_conf[force_rev]
+        used_thr[force_rev] = leaf_thr[force_rev]
+        status[force_rev] = "review"
+        depth[force_rev] = 0
+        reason[force_rev] = ("rule " + fired.loc[force_rev, "rule_id"].astype(str) + ": "
+                             + fired.loc[force_rev, "rule_reason"].astype(str)).to_numpy()
     top = np.argsort(-proba, axis=1, kind="stable")[:, :3]  # top1 == pred, ties included
     out = pd.DataFrame({
         "item_id": items["item_id"].to_numpy(),
         "category": category,
-        "confidence": np.asarray(conf, dtype=np.float64),
+        "confidence": conf,
         "model_category": labels[pred],
-        "leaf_confidence": np.asarray(leaf_conf, dtype=np.float64),
+        "leaf_confidence": leaf_conf,
     })
     for k in range(min(3, proba.shape[1])):
         out[f"top{k + 1}"] = labels[top[:, k]]
         out[f"top{k + 1}_proba"] = proba[np.arange(len(proba)), top[:, k]].astype(np.float64)
-    out["threshold"] = np.asarray(used_thr, dtype=np.float64)
-    out["status"] = np.select([step == 0, step > 0], ["accepted", "accepted_partial"], "review")
-    out["accepted_depth"] = np.where(step >= 0, [path_depth(x) for x in category], 0)
-    never = np.isinf(thr[pred])
-    leaf_why = np.where(never, "category is never auto-accepted (precision target not reachable)",
-                        "confidence below the category's threshold")
-    partial_why = [f"refine below {cat}: leaf {leaf} confidence {lc:.3f} below its threshold {lt:.3f}"
-                   for cat, leaf, lc, lt in zip(category, labels[pred], leaf_conf, thr[pred])]
-    reason = leaf_why.astype(object)
-    reason[step > 0] = np.array(partial_why, dtype=object)[step > 0]
-    reason[step == 0] = None
-    out["reason"] = reason
+    out["threshold"] = used_thr
+    out["status"] = status
+    out["accepted_depth"] = depth
+    out["reason"] = pd.Series(reason, index=out.index, dtype=object)  # None where accepted, not NaN
     out["image_issue"] = list(image_reasons) if image_reasons is not None else None
-    fired = (rules or RuleSet([])).apply(items.reset_index(drop=True), list(labels[pred]))
     out["rule_id"] = fired["rule_id"].to_numpy()
-    force_cat = (fired["rule_action"] == "category").to_numpy()
-    force_rev = (fired["rule_action"] == "review").to_numpy()
-    forced = fired.loc[force_cat, "rule_category"].to_numpy()
-    out.loc[force_cat, "category"] = forced
-    out.loc[force_cat, "confidence"] = leaf_conf[force_cat]  # as before the climb: the leaf guess's
-    out.loc[force_cat, "threshold"] = thr[pred][force_cat]
-    out.loc[force_cat, "status"] = "accepted"
-    out.loc[force_cat, "accepted_depth"] = np.array([path_depth(x) for x in forced], dtype=np.int64)
-    out.loc[force_cat, "reason"] = None
-    # a forced review is a review of the leaf guess, whatever the climb accepted
-    out.loc[force_rev, "category"] = labels[pred][force_rev]
-    out.loc[force_rev, "confidence"] = leaf_conf[force_rev]
-    out.loc[force_rev, "threshold"] = thr[pred][force_rev]
-    out.loc[force_rev, "status"] = "review"
-    out.loc[force_rev, "accepted_depth"] = 0
-    out.loc[force_rev, "reason"] = ("rule " + fired.loc[force_rev, "rule_id"].astype(str) + ": "
-                                    + fired.loc[force_rev, "rule_reason"].astype(str)).to_numpy()
-    out["accepted_depth"] = out["accepted_depth"].astype(np.int64)
     return out
 
 

@@ -247,6 +247,25 @@ def test_load_image_limits(demo_files, tmp_path):
     assert load_image(str(tmp_path), None, 10**8, 10**8)[2] == "image not found"  # a directory
 
 
+def test_a_file_that_grows_after_its_stat_is_read_whole_up_to_the_bound(demo_files, monkeypatch):
+    """The read takes the stat's size and one byte more; a file longer by then (written while the
+    night reads it) is read on, and one that grew past max_bytes is refused as before."""
+    import catalog_classifier.features.images as images
+
+    real = demo_files[0].read_bytes()
+    stat = os.fstat
+
+    def stale(fd):  # the size a stat taken before the last write saw
+        st = stat(fd)
+        return os.stat_result((*st[:6], 100, *st[7:]))
+
+    monkeypatch.setattr(images.os, "fstat", stale)
+    assert images.read_image_bytes(str(demo_files[0]), None, 10**8) == (real, None)
+    assert images.read_image_bytes(str(demo_files[0]), None, len(real) - 1) == (
+        None, f"image too large ({len(real)} bytes)")
+    assert images.read_image_bytes(str(demo_files[0]), None, len(real)) == (real, None)
+
+
 def test_transparent_png_is_flattened_on_white(tmp_path):
     rgba = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
     rgba.save(tmp_path / "t.png")
@@ -296,3 +315,17 @@ def test_prefetch_pipeline_matches_chunk_by_chunk_embedding(model, tmp_path):
 
     one = embed_forward(model, transform(decode_image(files[40].read_bytes(), 10**8, 224)[0])[None]).numpy()[0]
     np.testing.assert_allclose(got.vectors[40], one, atol=1e-4)
+
+
+def test_reader_threads_stay_within_the_process_thread_budget(monkeypatch, tmp_path):
+    """CATALOG_CLASSIFIER_THREADS caps the embedder's reader/decoder pool as it caps torch,
+    OpenVINO and LightGBM; unset, the pool takes up to 4 cores."""
+    from catalog_classifier.features.embeddings import default_workers
+
+    monkeypatch.delenv("CATALOG_CLASSIFIER_THREADS", raising=False)
+    assert default_workers() == min(4, os.cpu_count() or 1)
+    monkeypatch.setenv("CATALOG_CLASSIFIER_THREADS", "1")
+    assert default_workers() == 1
+    assert ImageEmbedder(ImageConfig(device="cpu", cache_dir=str(tmp_path))).workers == 1
+    monkeypatch.setenv("CATALOG_CLASSIFIER_THREADS", "64")
+    assert default_workers() == min(4, os.cpu_count() or 1)

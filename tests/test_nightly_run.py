@@ -75,6 +75,46 @@ def test_every_row_once_rerun_is_noop_force_recomputes(model, heldout_csv, tmp_p
     pd.testing.assert_frame_equal(read_predictions(out), pred)
 
 
+def test_every_output_is_fsynced_before_its_rename_and_its_folder_before_the_night_completes(
+        model, heldout_csv, tmp_path, monkeypatch):
+    """Durability of a night: each file's bytes are fsynced before it is renamed into place, and each
+    folder a file was renamed into is fsynced after that rename and before the manifest that says
+    ``complete``; a part's checksum is renamed before the part. Folders holding several outputs (a
+    part and its checksum, the review exports) are fsynced once for all of them."""
+    import catalog_classifier.io_utils as io
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def logged_replace(src, dst):
+        events.append(("rename", str(src), str(dst)))
+        return replace(src, dst)
+
+    monkeypatch.setattr(io.os, "fsync", logged_fsync)
+    monkeypatch.setattr(io.os, "replace", logged_replace)
+    out = tmp_path / "night"
+    run_nightly(heldout_csv, out, model, night_config(64), progress=False)
+    renames = [(k, e) for k, e in enumerate(events) if e[0] == "rename"]
+    assert {Path(e[2]).name for _, e in renames} >= {"part-00000.parquet", "part-00000.parquet.sha256",
+                                                       "predictions.parquet", "review_queue.csv", "report.json"}
+    complete = max(k for k, e in renames if Path(e[2]).name == "manifest.json")
+    for k, (_, src, dst) in renames:
+        assert ("fsync", str(Path(src).resolve())) in events[:k], f"{dst} renamed before its bytes were fsynced"
+        folder = ("fsync", str(Path(dst).parent.resolve()))
+        later = events[k + 1:]
+        assert folder in later, f"{dst}: its folder is never fsynced after the rename"
+        assert k == complete or later.index(folder) + k + 1 < complete, f"{dst} durable only after complete"
+    names = [Path(e[2]).name for _, e in renames]
+    assert names.index("part-00000.parquet.sha256") < names.index("part-00000.parquet")
+    folder_syncs = [e for e in events if e[0] == "fsync" and Path(e[1]).is_dir()]
+    assert len(folder_syncs) < len(renames)  # shared, not one per file
+    assert sum(e[1].endswith(os.sep + "review") for e in folder_syncs) == 1
+
+
 def test_other_input_or_model_is_refused_unless_forced(model, heldout_csv, tmp_path):
     out = tmp_path / "night"
     run_nightly(heldout_csv, out, model, night_config(256), progress=False)

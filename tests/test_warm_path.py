@@ -1,8 +1,8 @@
 """The warm path's faster inference gives the same answers as the plain one, on real text.
 
 char-CNN: OpenVINO-compiled inference vs torch eager on the same fitted net (demo texts).
-TF-IDF: the per-word char n-gram counting vs TfidfVectorizer.transform, matrices compared
-exactly (demo + BigBasket text, fitted on the demo catalog).
+TF-IDF: the per-word char n-gram counting and the direct word counting vs
+TfidfVectorizer.transform, matrices compared exactly (demo + BigBasket text, fitted on the demo catalog).
 """
 from __future__ import annotations
 
@@ -76,13 +76,15 @@ def test_tfidf_fast_transform_is_exact(demo_texts, bigbasket_texts):
     char_vec, word_vec = model.vecs_
     assert char_vec.analyzer == "char_wb"
     unseen = texts[250:] + bigbasket_texts + ["", "   ", "x", "ÉCLAIR  tab\there"]
-    for batch in (unseen, unseen[:40], texts[:250]):  # second pass reuses the word cache
-        want = char_vec.transform(batch)
-        got = model._transform(char_vec, batch)
-        assert got.shape == want.shape and got.dtype == want.dtype
-        diff = sp.csr_matrix(got) != sp.csr_matrix(want)
-        assert diff.nnz == 0
-        np.testing.assert_array_equal(sp.csr_matrix(got).indptr, sp.csr_matrix(want).indptr)
+    assert word_vec.analyzer == "word" and word_vec.ngram_range == (1, 2)
+    for batch in (unseen, unseen[:40], texts[:250], ["", "x"]):  # second pass reuses the word cache
+        for vec in (char_vec, word_vec):
+            want = sp.csr_matrix(vec.transform(batch))
+            got = sp.csr_matrix(model._transform(vec, batch))
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert (got != want).nnz == 0
+            for part in ("indptr", "indices", "data"):  # the same entries in the same order
+                np.testing.assert_array_equal(getattr(got, part), getattr(want, part))
         full = sp.hstack([char_vec.transform(batch), word_vec.transform(batch)], format="csr")
         np.testing.assert_array_equal(model._features(batch, fit=False).toarray(), full.toarray())
     assert len(vars(model)["_word_ids"]) > 100

@@ -110,6 +110,15 @@ def open_cache(cfg: ImageConfig, key: str):
     return EmbeddingCache(cfg.cache_dir, key)
 
 
+def default_workers() -> int:
+    """Reader/decoder threads of an embedder: up to 4 and the cores, and no more than
+    CATALOG_CLASSIFIER_THREADS when it is set (the process's CPU budget, as for torch, OpenVINO
+    and LightGBM): on a capped process extra threads only contend for the same cores."""
+    n = min(4, os.cpu_count() or 1)
+    cap = os.environ.get("CATALOG_CLASSIFIER_THREADS")
+    return max(1, min(n, int(cap))) if cap else n
+
+
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32 [n, 1280]; NaN rows where ok is False
@@ -152,7 +161,7 @@ class ImageEmbedder:
         self.image_root = image_root
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or default_workers()
         self.prefetch = prefetch or 2 * cfg.batch_size
         self.key = backbone_key(cfg)
         self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
@@ -173,10 +182,21 @@ class ImageEmbedder:
     def _read(self, ref):
         return read_image_bytes(ref, self.image_root, self.max_bytes)
 
-    def _read_hashed(self, ref) -> tuple[bytes | None, str | None, str | None]:
+    def _read_hashed(self, ref, real_root: str | None = None) -> tuple[bytes | None, str | None, str | None]:
         """(bytes, reason, sha256 hex): hashed in the pool thread (hashlib releases the GIL)."""
-        data, reason = self._read(ref)
+        data, reason = read_image_bytes(ref, self.image_root, self.max_bytes, real_root)
         return data, reason, None if data is None else hashlib.sha256(data).hexdigest()
+
+    def _read_all(self, pool, refs: list) -> list[tuple[bytes | None, str | None, str | None]]:
+        """``_read_hashed`` of every ref, in order: each worker takes one contiguous slice (one task
+        per worker, not one per image: a warm night reads and hashes only, and a future and two
+        thread handoffs per image cost more CPU than the read). The image root is resolved once
+        for the slices."""
+        root = os.path.realpath(self.image_root) if self.image_root is not None else None
+        k = max(1, -(-len(refs) // self.workers))
+        parts = pool.map(lambda part: [self._read_hashed(r, root) for r in part],
+                         [refs[s:s + k] for s in range(0, len(refs), k)])
+        return [x for part in parts for x in part]
 
     def _decode(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
         img, reason = decode_image(data, self.max_pixels, draft_size=input_size(self.cfg))
@@ -222,7 +242,7 @@ class ImageEmbedder:
     def _lookup_chunk(self, refs, rows, pool, res: EmbeddingResult, run: "_Run") -> list[tuple[int, str, bytes]]:
         """Read and hash a chunk; serve cache hits; return the distinct new images to decode."""
         pending: dict[str, tuple[int, bytes]] = {}  # distinct digests first seen in this chunk
-        for i, (data, reason, digest) in zip(rows, pool.map(self._read_hashed, [refs[i] for i in rows])):
+        for i, (data, reason, digest) in zip(rows, self._read_all(pool, [refs[i] for i in rows])):
             if data is None:
                 res.reasons[i] = reason
                 continue

@@ -59,7 +59,8 @@ def bomb_reason(size: tuple[int, int] | int | None) -> str:
     return f"decompression bomb ({size[0]}x{size[1]} pixels)"
 
 
-def resolve_image_path(ref: str, image_root: str | None) -> tuple[str | None, str | None]:
+def resolve_image_path(ref: str, image_root: str | None, real_root: str | None = None
+                       ) -> tuple[str | None, str | None]:
     """Map a reference to a real filesystem path, or give the reason it cannot be used.
 
     With an image root, relative paths are resolved under it and the fully resolved
@@ -67,6 +68,8 @@ def resolve_image_path(ref: str, image_root: str | None) -> tuple[str | None, st
     ``file://`` URIs are held to the same rule. Without a root, paths are taken as
     given (relative to the working directory): the caller chose to trust the catalog.
     A reference no filesystem can name (a NUL byte, a lone UTF-16 surrogate) is refused.
+    ``real_root``: ``os.path.realpath(image_root)`` when the caller resolved it already (once for
+    a batch of references instead of once each).
     """
     if "\x00" in ref or has_surrogate(ref):
         return None, REFUSED_PATH
@@ -83,7 +86,7 @@ def resolve_image_path(ref: str, image_root: str | None) -> tuple[str | None, st
         ref = unquote(parsed.path)
     if image_root is None:
         return os.path.realpath(ref), None
-    root = os.path.realpath(image_root)
+    root = real_root if real_root is not None else os.path.realpath(image_root)
     real = os.path.realpath(os.path.join(root, ref))  # join keeps an absolute `path` as is
     try:
         inside = os.path.commonpath([root, real]) == root
@@ -93,12 +96,13 @@ def resolve_image_path(ref: str, image_root: str | None) -> tuple[str | None, st
 
 
 def read_image_bytes(
-    ref: str | None, image_root: str | None, max_bytes: int
+    ref: str | None, image_root: str | None, max_bytes: int, real_root: str | None = None
 ) -> tuple[bytes | None, str | None]:
-    """Read the raw bytes behind an image reference: ``(bytes, None)`` or ``(None, reason)``."""
+    """Read the raw bytes behind an image reference: ``(bytes, None)`` or ``(None, reason)``.
+    ``real_root``: as in ``resolve_image_path``."""
     if ref is None or not isinstance(ref, str) or not ref.strip():
         return None, NO_IMAGE  # also covers NaN from pandas
-    path, reason = resolve_image_path(ref.strip(), image_root)
+    path, reason = resolve_image_path(ref.strip(), image_root, real_root)
     if path is None:
         return None, reason
     if not os.path.isfile(path):
@@ -108,7 +112,11 @@ def read_image_bytes(
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 return None, too_large_reason(size)
-            data = fh.read(max_bytes + 1)  # the file may grow between stat and read
+            # the size the stat gave, and one byte more: a file that grew since then shows it and
+            # is read on, up to the bound (a read of max_bytes + 1 allocates that much every time)
+            data = fh.read(size + 1)
+            if len(data) > size:
+                data += fh.read(max_bytes + 1 - len(data))
     except OSError:
         return None, UNREADABLE
     if not data:

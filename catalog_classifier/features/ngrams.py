@@ -10,57 +10,65 @@ from __future__ import annotations
 
 import re
 import zlib
-from itertools import chain
 
 import numpy as np
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
-_CACHE_WORDS = 200_000  # distinct words (and word pairs) whose ids are kept between calls
-_BLOCK = 16  # words added at a time while filling a row of limited width
+_CACHE_WORDS = 100_000  # distinct words (and word pairs) whose ids are kept between calls (~2 kB a word)
+_BLOCK = 8  # words added at a time while filling a row of limited width
+
+
+class _Memo(dict):
+    """key -> ``make(key)``, computed on first sight; starts over beyond ``limit`` entries.
+    A hit is a plain dict lookup (``__getitem__`` in C), so a row's words map at C speed."""
+
+    def __init__(self, make, limit: int = _CACHE_WORDS):
+        super().__init__()
+        self.make, self.limit = make, limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
 
 
 class NgramHasher:
     def __init__(self, buckets: int, min_n: int, max_n: int, word_ngrams: int):
         self.buckets, self.min_n, self.max_n, self.word_ngrams = buckets, min_n, max_n, word_ngrams
-        self._words: dict[str, tuple[int, ...]] = {}
-        self._pairs: dict[tuple[str, str], int] = {}
+        self._new_caches()
+
+    def _new_caches(self) -> None:
+        self._words = _Memo(self._word)  # word -> {id: None}, the word's ids in order
+        self._pairs = _Memo(self._pair)  # (word, next word) -> id
 
     def _hash(self, piece: str) -> int:
         return zlib.crc32(piece.encode("utf-8", "surrogatepass")) % self.buckets + 1
 
-    def _word(self, word: str) -> tuple[int, ...]:
-        """The word's own id, then its character n-grams' ids (``min_n`` first, in text order)."""
-        ids = self._words.get(word)
-        if ids is None:
-            w = f"<{word}>"
-            grams = [w[i:i + n] for n in range(self.min_n, self.max_n + 1) for i in range(len(w) - n + 1)]
-            ids = tuple(self._hash(g) for g in [w, *grams])
-            if len(self._words) > _CACHE_WORDS:
-                self._words.clear()
-            self._words[word] = ids
-        return ids
+    def _word(self, word: str) -> dict[int, None]:
+        """The word's own id, then its character n-grams' ids (``min_n`` first, in text order),
+        each once: a dict, so a row adds them with one ``dict.update``."""
+        w = f"<{word}>"
+        grams = [w[i:i + n] for n in range(self.min_n, self.max_n + 1) for i in range(len(w) - n + 1)]
+        return dict.fromkeys(self._hash(g) for g in [w, *grams])
 
     def _pair(self, pair: tuple[str, str]) -> int:
-        h = self._pairs.get(pair)
-        if h is None:
-            h = self._hash(pair[0] + " " + pair[1])
-            if len(self._pairs) > _CACHE_WORDS:
-                self._pairs.clear()
-            self._pairs[pair] = h
-        return h
+        return self._hash(pair[0] + " " + pair[1])
 
     def _ids(self, text: str, width: int | None = None) -> list[int]:
         """The row's distinct ids in order of first appearance (every word's, then the word
         pairs'); with ``width``, only the first ``width`` of them (the rest is never hashed)."""
         words = _TOKEN.findall(text)
         ids: dict[int, None] = {}
+        add, word = ids.update, self._words.__getitem__
         step = _BLOCK if width is not None else max(len(words), 1)
         for s in range(0, len(words), step):
-            ids.update(dict.fromkeys(chain.from_iterable(map(self._word, words[s:s + step]))))
+            for grams in map(word, words[s:s + step]):
+                add(grams)
             if width is not None and len(ids) >= width:
                 return list(ids)[:width]
         if self.word_ngrams >= 2:
-            ids.update(dict.fromkeys(map(self._pair, zip(words, words[1:]))))
+            add(dict.fromkeys(map(self._pairs.__getitem__, zip(words, words[1:]))))
         return list(ids)[:width]
 
     def row(self, text: str) -> np.ndarray:
@@ -79,4 +87,4 @@ class NgramHasher:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._words, self._pairs = {}, {}
+        self._new_caches()

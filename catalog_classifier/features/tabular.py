@@ -39,15 +39,15 @@ class TabularEncoder:
         return {k: i for i, k in enumerate(keep)}
 
     def transform(self, items: pd.DataFrame, has_image: np.ndarray | None = None) -> np.ndarray:
-        brand = items["brand"].map(norm_key)
-        domain = items["domain"].map(norm_key)
+        brand = [norm_key(v) for v in items["brand"]]
+        domain = [norm_key(v) for v in items["domain"]]
         price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=np.float64)
         price = np.where((price > 0) & np.isfinite(price), price, np.nan)
         img = np.ones(len(items)) if has_image is None else np.asarray(has_image, dtype=np.float64)
         cols = [
-            brand.map(self.brand_codes_).to_numpy(dtype=np.float64),
-            domain.map(self.domain_codes_).to_numpy(dtype=np.float64),
-            brand.map(self.brand_freq_).fillna(0.0).to_numpy(dtype=np.float64),
+            _lookup(brand, self.brand_codes_, np.nan),
+            _lookup(domain, self.domain_codes_, np.nan),
+            _lookup(brand, self.brand_freq_, 0.0),
             np.log1p(price),
             img,
             items["title"].fillna("").str.len().to_numpy(dtype=np.float64),
@@ -65,3 +65,9 @@ class TabularEncoder:
         self.brand_codes_, self.domain_codes_ = d["brand_codes"], d["domain_codes"]
         self.brand_freq_ = d["brand_freq"]
         return self
+
+
+def _lookup(keys: list, table: dict, missing: float) -> np.ndarray:
+    """``table[key]`` per key as float64, ``missing`` for unknown keys and None."""
+    get = table.get
+    return np.array([missing if k is None else get(k, missing) for k in keys], dtype=np.float64)

@@ -5,13 +5,18 @@ stack gains from having both.
 
 Inference computes the char n-gram counts per distinct word (``_char_wb_counts``): the
 analyzer's n-grams never cross a word boundary, so a word's vocabulary ids are looked up
-once and reused for every later occurrence. The matrix equals ``TfidfVectorizer.transform``'s
-exactly (tests/test_warm_path.py); the fitted vectorizers are untouched.
+once and reused for every later occurrence. The word counts (``_word_counts``) look the row's
+tokens and token n-grams up directly and sum duplicates in one sparse pass instead of a dict
+per row. Both matrices equal ``TfidfVectorizer.transform``'s exactly (tests/test_warm_path.py);
+the fitted vectorizers are untouched.
 """
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 import scipy.sparse as sp
+from sklearn import config_context
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -46,8 +51,10 @@ class LinearText(BaseModel):
         return sp.hstack([self._transform(v, texts) for v in self.vecs_], format="csr")
 
     def _transform(self, vec: TfidfVectorizer, texts: list[str]):
-        if vec.analyzer != "char_wb" or vec.binary:
+        if vec.binary or vec.analyzer not in ("char_wb", "word") or vec.stop_words is not None:
             return vec.transform(texts)
+        if vec.analyzer == "word":
+            return vec._tfidf.transform(_word_counts(vec, texts), copy=False)
         cache = self.__dict__.setdefault("_word_ids", {})
         if len(cache) > _WORD_CACHE:
             cache.clear()
@@ -66,7 +73,9 @@ class LinearText(BaseModel):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        p = self.model_.predict_proba(self._features(X.texts, fit=False))
+        # TF-IDF of counts is finite by construction: sklearn's NaN/inf scans of it are skipped
+        with config_context(assume_finite=True):
+            p = self.model_.predict_proba(self._features(X.texts, fit=False))
         return align_proba(p, self.model_.classes_, len(self.classes_))
 
     def _save_fitted(self, path):
@@ -98,7 +107,7 @@ def _char_wb_counts(vec: TfidfVectorizer, texts: list[str], cache: dict) -> sp.c
                 ids = np.fromiter((vocab[g] for g in vec._char_wb_ngrams(w) if g in vocab), np.int32)
                 cache[w] = ids if len(ids) else empty
             parts.append(ids)
-        uniq, n = np.unique(np.concatenate(parts) if parts else empty, return_counts=True)
+        uniq, n = _distinct_counts(np.concatenate(parts) if parts else empty)
         indices.append(uniq)
         counts.append(n)
         indptr.append(indptr[-1] + len(uniq))
@@ -106,4 +115,37 @@ def _char_wb_counts(vec: TfidfVectorizer, texts: list[str], cache: dict) -> sp.c
                       np.concatenate(indices) if indices else empty, np.asarray(indptr, np.int32)),
                      shape=(len(texts), len(vocab)), dtype=vec.dtype)
     X.sort_indices()
+    return X
+
+
+def _distinct_counts(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_counts=True)`` (sorted distinct ids, their counts) without its
+    general-purpose overhead: one sort, the positions where the value changes."""
+    s = np.sort(ids)
+    first = np.empty(len(s), dtype=bool)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return s[starts], np.diff(np.append(starts, len(s)))
+
+
+def _word_counts(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_array:
+    """The count matrix CountVectorizer.transform builds for a fitted ``word`` vectorizer without
+    stop words: its own decode, preprocessor and tokenizer, then the tokens and the space-joined
+    token n-grams (``ngram_range``) that are in the vocabulary, duplicates summed."""
+    tokenize, preprocess, vocab = vec.build_tokenizer(), vec.build_preprocessor(), vec.vocabulary_.get
+    lo, hi = vec.ngram_range
+    join = " ".join
+    rows = []
+    for doc in texts:
+        tokens = tokenize(preprocess(vec.decode(doc)))
+        ids = list(map(vocab, tokens)) if lo == 1 else []
+        for n in range(max(lo, 2), hi + 1):
+            ids += map(vocab, map(join, zip(*(tokens[k:] for k in range(n)))))
+        rows.append([i for i in ids if i is not None])
+    indptr = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.fromiter(chain.from_iterable(rows), np.int32, int(indptr[-1]))
+    X = sp.csr_array((np.ones(len(indices), vec.dtype), indices, indptr), shape=(len(rows), len(vec.vocabulary_)))
+    X.sum_duplicates()  # sorted indices, one entry per term with its count
     return X

@@ -83,7 +83,8 @@ def open_catalog(path: str | Path, cfg: CatalogConfig, chunk_size: int) -> Catal
     if first is None:
         first = pd.DataFrame()
     adapter = choose_adapter(first.columns, cfg)
-    adapt(first, adapter, cfg.columns, source=str(path))  # missing required column -> CatalogError
+    # missing required column -> CatalogError (the check is on the columns: no row is adapted twice)
+    adapt(first.iloc[:0], adapter, cfg.columns, source=str(path))
     return CatalogStream(path, cfg, chunk_size, adapter, [str(c) for c in first.columns])
 
 

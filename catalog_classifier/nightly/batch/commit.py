@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ...io_utils import atomic_write
+from ...io_utils import atomic_write, folder_syncs_at_end
 from .manifest import file_sha256
 
 PARTS = "parts"
@@ -140,7 +140,10 @@ def write_part(out_dir: Path, index: int, frame: pd.DataFrame, items: pd.DataFra
         digest = file_sha256(Path(tmp))  # committed before the part: the rename below comes after
         atomic_write(checksum_path(path), lambda t: Path(t).write_text(digest + "\n", encoding="ascii"))
 
-    return atomic_write(path, write)
+    # both renames, then one fsync of the parts folder: after a power cut the part is there with its
+    # checksum, or not there, or there without one ("no checksum recorded": recomputed)
+    with folder_syncs_at_end():
+        return atomic_write(path, write)
 
 
 def recorded_checksum(part: Path) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ...io_utils import atomic_write_json, atomic_write_text
+from ...io_utils import atomic_write_json, atomic_write_text, folder_syncs_at_end
 from .commit import PREDICTIONS
 from .drift import drift_block, training_reference
 from .manifest import MANIFEST
@@ -46,9 +47,13 @@ def summarize(pred: pd.DataFrame, source: dict | None = None) -> dict[str, Any]:
     status = pred["status"].astype(object)
     done = pred[status != "rejected"]
     counts = {s: int((status == s).sum()) for s in STATUSES}
-    by_cat = pd.crosstab(done["category"], done["status"]) if len(done) else pd.DataFrame()
-    by_category = {str(c): {**{s: int(r.get(s, 0)) for s in STATUSES[:-1]}, "total": int(r.sum())}
-                   for c, r in by_cat.iterrows()}
+    pairs = Counter((c, s) for c, s in zip(done["category"].astype(object), done["status"].astype(object))
+                    if not pd.isna(c))  # rows per (category, status); a row without a category counts nowhere
+    totals = Counter()
+    for (c, _), n in pairs.items():
+        totals[c] += n
+    by_category = {str(c): {**{s: pairs.get((c, s), 0) for s in STATUSES[:-1]}, "total": totals[c]}
+                   for c in sorted(totals)}
     rejected = pred.loc[status == "rejected", "reason"].astype(object)
     return {
         "rows": int(len(pred)), "counts": counts,
@@ -116,8 +121,9 @@ def drift_report(pred: pd.DataFrame, clf, previous: Path | None, alpha: float) -
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
-    return {"json": atomic_write_json(report, out_dir / "report.json"),
-            "md": atomic_write_text(render_markdown(report), out_dir / "report.md")}
+    with folder_syncs_at_end():
+        return {"json": atomic_write_json(report, out_dir / "report.json"),
+                "md": atomic_write_text(render_markdown(report), out_dir / "report.md")}
 
 
 def _fmt(x, spec=".3g") -> str:

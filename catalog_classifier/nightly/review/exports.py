@@ -53,7 +53,7 @@ import pandas as pd
 from ...catalog.schema import CATEGORY_SEP
 from ...config import ReviewExportConfig
 from ...features.images import resolve_image_path
-from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text
+from ...io_utils import atomic_write_json, atomic_write_table, atomic_write_text, folder_syncs_at_end
 from ...preflight import OperatorError
 from .queue import PARTIAL, allowed_labels
 
@@ -122,7 +122,7 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
     version = model_version or _model_version(queue)
     records = [_clean(r) for r in queue.to_dict(orient="records")]
     root = os.path.realpath(image_root or ".")
-    images = [safe_image(r.get("image"), r.get("image_issue"), image_root) for r in records]
+    images = [safe_image(r.get("image"), r.get("image_issue"), image_root, root) for r in records]
     allowed = [allowed_labels(cats, r["known_ancestor"]) if _partial(r) else cats for r in records]
     gt = [_gt_line(r, img, root, a, s.s3_prefix, job_name, stamp) for r, img, a in zip(records, images, allowed)]
     ls = [_ls_task(r, _ls_image(img, root, s), version, a) for r, img, a in zip(records, images, allowed)]
@@ -136,7 +136,14 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
                             f"{_document_root(root, s)}; exported as text tasks")
     for w in res.warnings:
         log.warning("review export: %s", w)
-    res.paths = {
+    with folder_syncs_at_end():  # one fsync of the review folder for all its files
+        res.paths = _write_all(out, queue, records, images, gt, ls, cats)
+    return res
+
+
+def _write_all(out: Path, queue: pd.DataFrame, records: list[dict], images: list, gt: list[dict],
+               ls: list[dict], cats: list[str]) -> dict[str, Path]:
+    return {
         "csv": atomic_write_table(queue.assign(image=[r.get("image") if i is not None else None
                                                        for r, i in zip(records, images)]),
                                   out / "review_queue.csv"),
@@ -153,7 +160,6 @@ def export_review_queue(queue: pd.DataFrame, out_dir: str | Path, image_root: st
         "labelstudio_config": atomic_write_text(labelstudio_config(), out / "labelstudio_config.xml"),
         **_gt_per_parent(out, records, gt, images, cats),
     }
-    return res
 
 
 def _partial(r: dict) -> bool:
@@ -202,21 +208,22 @@ def _gt_per_parent(out: Path, records: list[dict], gt: list[dict], images: list,
     return paths
 
 
-def safe_image(image, image_issue, image_root: str | None) -> str | None:
+def safe_image(image, image_issue, image_root: str | None, real_root: str | None = None) -> str | None:
     """The image's real path relative to the image root (POSIX), or None when it must not be exported.
 
     None when the loader reported an issue, the reference is empty, or it does not resolve
     (``..`` and symlinks followed) to a regular file inside the root (the current folder when
-    there is no root)."""
+    there is no root). ``real_root``: ``os.path.realpath(image_root or ".")`` when the caller
+    resolved it already."""
     if isinstance(image_issue, str) and image_issue.strip():
         return None
     if not isinstance(image, str) or not image.strip():
         return None
     try:
-        path, _ = resolve_image_path(image.strip(), image_root)
+        base = real_root if real_root is not None else os.path.realpath(image_root or ".")
+        path, _ = resolve_image_path(image.strip(), image_root, base if image_root is not None else None)
         if path is None or not os.path.isfile(path):
             return None
-        base = os.path.realpath(image_root or ".")
         if os.path.commonpath([base, path]) != base:
             return None
     except (ValueError, OSError):  # NUL bytes, undecodable names
