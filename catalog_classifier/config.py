@@ -16,6 +16,8 @@ import yaml
 
 from stacking import StackParams
 
+from .preflight import OperatorError
+
 
 @dataclass
 class CatalogConfig:
@@ -306,10 +308,14 @@ def load_config(path: str | Path | None) -> Config:
     if not p.exists():
         raise FileNotFoundError(f"config file not found: {p}")
     text = p.read_text(encoding="utf-8")
-    if p.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif p.suffix == ".json":
-        data = json.loads(text)
-    else:
-        data = yaml.safe_load(text)
-    return Config.from_dict(data)
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+        return Config.from_dict(data)
+    except (ValueError, TypeError, yaml.YAMLError) as e:
+        # a value the operator wrote (a section's own check, a parse error): one line, exit 2 on the CLI
+        raise OperatorError(f"config {p}: {e}") from e

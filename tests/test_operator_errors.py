@@ -119,6 +119,16 @@ def test_train_and_predict_operator_errors(night_csv, trained_model_dir, tmp_pat
     assert_operator_error(cli("predict", "--catalog", night_csv, "--model", trained_model_dir,
                               "--out", afile / "p.parquet"), "--out", "which is a file")
     assert not (tmp_path / "m").exists() and not (tmp_path / "p.parquet").exists()
+    for name, text, fragment in (("risk.yaml", "stack:\n  risk_batch: -3\n", "stack.risk_batch"),
+                                 ("delta.yaml", "stack:\n  risk_delta: 2\n", "stack.risk_delta"),
+                                 ("broken.yaml", "stack: [unclosed\n", "broken.yaml")):
+        bad = tmp_path / name
+        bad.write_text(text)
+        assert_operator_error(cli("train", "--catalog", night_csv, "--config", bad, "--out", tmp_path / "m",
+                                  "--no-register"), "config", fragment)
+        assert_operator_error(cli("nightly", "--catalog", night_csv, "--config", bad, "--model", trained_model_dir,
+                                  "--out", tmp_path / "night"), "config", fragment)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "night").exists()
 
 
 @pytest.fixture(scope="module")
