@@ -16,7 +16,7 @@ import yaml
 
 from stacking import StackParams
 
-from .preflight import OperatorError
+from .errors import OperatorError
 
 
 @dataclass

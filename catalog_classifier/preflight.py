@@ -9,9 +9,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class OperatorError(ValueError):
-    """An argument the operator gave cannot work (missing file, unusable folder, bad number)."""
+from .errors import OperatorError
 
 
 def error_line(e: BaseException) -> str:
