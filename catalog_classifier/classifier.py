@@ -21,6 +21,7 @@ from stacking import Passthrough, StackedClassifier, StackParams
 from stacking.hierarchy import HierarchicalRouter, stage_delta
 from stacking.thresholds import batch_ratio
 
+from . import ancestors as anc
 from . import events
 from . import models as model_registry
 from .catalog.cleaning import title_key
@@ -38,7 +39,10 @@ from .versions import library_versions
 
 log = logging.getLogger(__name__)
 # 2: base models as estimators (params.json per base model, [models] config section)
+# 3: with stacks at ancestor depths (ancestors/); a model without them is still written as 2
 FORMAT_VERSION = 2
+FORMAT_WITH_ANCESTORS = 3
+FORMATS_READ = (FORMAT_VERSION, FORMAT_WITH_ANCESTORS)
 
 
 class CatalogClassifier:
@@ -149,12 +153,14 @@ class CatalogClassifier:
                                                    seed=self.config.stack.seed)
             self.tabular_ = TabularEncoder(self.config.stack.min_brand_count).fit(items)
             passthrough = self._passthrough(items, X)
-        estimators = {n: model_registry.create(n, self.config) for n in self.base_names}
-        self.stack_ = StackedClassifier(estimators, self._stack_params(), progress=say,
-                                        num_threads=_num_threads(), phase=events.stage)
         groups = np.array([title_key(t) for t in X.titles], dtype=object)
         with events.stage("fit.stack"):
-            self.stack_.fit(X, y, len(self.labels_), groups=groups, passthrough=passthrough)
+            self.stack_ = self._new_stack(say).fit(X, y, len(self.labels_), groups=groups, passthrough=passthrough)
+        with events.stage("fit.ancestors"):
+            self.ancestors_ = anc.fit_ancestors(self.labels_, y, self.config.stack.ancestor_depths,
+                                                lambda: self._new_stack(say), X, groups, passthrough,
+                                                self.stack_.fold_, say)
+            anc.refine_oof(self.stack_, self.ancestors_)
         with events.stage("fit.rules"):
             if self.rules is None:
                 self.rules = _load_rules(self.config.rules.rules_dir)
@@ -168,6 +174,11 @@ class CatalogClassifier:
         self.hier_ = self._fit_hierarchy() if self.config.stack.hierarchical else None
         self.versions_ = library_versions()
         return self
+
+    def _new_stack(self, say) -> StackedClassifier:
+        estimators = {n: model_registry.create(n, self.config) for n in self.base_names}
+        return StackedClassifier(estimators, self._stack_params(), progress=say,
+                                 num_threads=_num_threads(), phase=events.stage)
 
     # ------------------------------------------------------------ predict
     def predict_proba(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
@@ -190,6 +201,9 @@ class CatalogClassifier:
             base = self.stack_.base_proba(X)  # one predict.base stage per model
             with events.stage("predict.meta"):
                 proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
+            ancestors = getattr(self, "ancestors_", [])
+            if ancestors:  # their own base models, one predict.base stage each
+                proba = anc.refine(proba, ancestors, anc.ancestor_proba(ancestors, X, passthrough))
         return proba, base, reasons, passthrough
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
@@ -266,8 +280,11 @@ class CatalogClassifier:
             {"target_precision": self.config.stack.target_precision, "thresholds": thr}, indent=1))
         if getattr(self, "hier_", None) is not None:  # absent: the model routes flat
             (tmp / "hierarchy.json").write_text(json.dumps(self.hier_.to_dict(), ensure_ascii=False, indent=1))
+        ancestors = getattr(self, "ancestors_", [])
+        if ancestors:
+            anc.save_ancestors(tmp / "ancestors", ancestors)
         (tmp / "versions.json").write_text(json.dumps(
-            {**self.versions_, "format": FORMAT_VERSION}, indent=1))
+            {**self.versions_, "format": FORMAT_WITH_ANCESTORS if ancestors else FORMAT_VERSION}, indent=1))
         if "image_head" in self.base_names and self.config.image.enabled:
             from .features.backbone import weights_path
 
@@ -285,9 +302,9 @@ class CatalogClassifier:
         if not (path / "stack" / "stack.json").exists():
             raise FileNotFoundError(f"{path} is not a saved catalog-classifier model")
         versions = json.loads((path / "versions.json").read_text())
-        if versions.get("format") != FORMAT_VERSION:
+        if versions.get("format") not in FORMATS_READ:
             raise ValueError(f"{path} is a model in format {versions.get('format')}; this version reads "
-                             f"format {FORMAT_VERSION}: retrain it")
+                             f"formats {', '.join(map(str, FORMATS_READ))}: retrain it")
         _check_versions(versions)
         self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
                    RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
@@ -297,6 +314,8 @@ class CatalogClassifier:
         self.tokenizer_ = TitleTokenizer((path / "tokenizer.model").read_bytes())
         self.tabular_ = TabularEncoder.from_dict(json.loads((path / "tabular.json").read_text()))
         self.labels_ = json.loads((path / "labels.json").read_text())
+        self.ancestors_ = (anc.load_ancestors(path / "ancestors", self.labels_, model_registry.classes(), events.stage)
+                           if (path / "ancestors").is_dir() else [])
         hier = path / "hierarchy.json"
         self.hier_ = HierarchicalRouter.from_dict(json.loads(hier.read_text())) if hier.exists() else None
         self.versions_ = versions

@@ -100,9 +100,16 @@ class StackConfig(StackParams):
     # so far reaches the target; this one-sided Wilson confidence is the margin on that
     # precision, measured on the rows that also chose the leaf thresholds (stacking/hierarchy.py)
     ancestor_confidence: float = 0.95
+    # depths above the label depth at which a whole stack is trained too; the leaf probabilities
+    # are refined so that each such depth's sums are its own (catalog_classifier/ancestors.py).
+    # One stack fit and prediction more per depth; depths not above the labels are ignored
+    ancestor_depths: tuple[int, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.ancestor_depths, (tuple, list)) or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.ancestor_depths):
+            raise ValueError(f"stack.ancestor_depths must be whole numbers >= 1, got {self.ancestor_depths!r}")
         if not 0 <= self.ancestor_confidence < 1:
             raise ValueError(f"stack.ancestor_confidence must be in [0, 1), got {self.ancestor_confidence!r}")
 

@@ -21,6 +21,7 @@ import pandas as pd
 from stacking import route
 from stacking.thresholds import select_for
 
+from . import ancestors as anc
 from .classifier import CatalogClassifier
 from .report_table import ABLATION_PREFIX as PREFIX
 from .reporting import classification_metrics
@@ -32,14 +33,18 @@ def ablation_name(base: str) -> str:
 
 def _ablated_stacks(clf: CatalogClassifier, items_train: pd.DataFrame, image_root: str | None,
                     embeddings_train: np.ndarray | None):
-    """(base, stack without it) for each base model of a fitted classifier (none for a
-    single-model stack). ``items_train``: exactly the rows ``fit`` trained on, in its order."""
+    """(base, stack without it, ancestor stacks without it) for each base model of a fitted
+    classifier (none for a single-model stack); the stack's out-of-fold scores are refined by
+    its ancestors', as ``fit`` refines them. ``items_train``: exactly the rows ``fit`` trained
+    on, in its order."""
     st = clf.stack_
     if len(st.base_models_) < 2:
         return
     pt = clf.passthrough(items_train.reset_index(drop=True), image_root, embeddings_train)
     for base in st.base_models_:
-        yield base, st.without([base], pt)
+        leaf, ancestors = st.without([base], pt), anc.without(clf.ancestors_, base, pt)
+        anc.refine_oof(leaf, ancestors)
+        yield base, leaf, ancestors
 
 
 def fold_ablations(clf: CatalogClassifier, items_train: pd.DataFrame, items_test: pd.DataFrame,
@@ -50,10 +55,16 @@ def fold_ablations(clf: CatalogClassifier, items_train: pd.DataFrame, items_test
     target -> model-only accept mask). ``base_test``: the fold model's base probabilities of the
     held-out rows (from ``clf.predict_proba``), reused rather than predicted again."""
     pt_test = clf.passthrough(items_test.reset_index(drop=True), image_root, embeddings_test)
+    anc_base = []  # the ancestor stacks' base probabilities of the held-out rows: once, not per ablation
+    if clf.ancestors_:
+        X_test, _ = clf.inputs(items_test.reset_index(drop=True), image_root, embeddings=embeddings_test)
+        anc_base = [a.stack.base_proba(X_test) for a in clf.ancestors_]
     s = clf.config.stack
     out = {}
-    for base, st in _ablated_stacks(clf, items_train, image_root, embeddings_train):
+    for base, st, ancestors in _ablated_stacks(clf, items_train, image_root, embeddings_train):
         p = st.predict_proba(None, pt_test, base_proba={n: b for n, b in base_test.items() if n != base})
+        p = anc.refine(p, ancestors, anc.ancestor_proba(
+            ancestors, None, pt_test, [{n: b for n, b in ab.items() if n != base} for ab in anc_base]))
         acc = {t: route(p, select_for(s, st.y_, st.oof_proba_, t))[2] for t in targets}
         out[ablation_name(base)] = (p, acc)
     return out
@@ -64,7 +75,7 @@ def oof_ablations(clf: CatalogClassifier, items_train: pd.DataFrame, image_root:
     """Out-of-fold protocol: name -> the ablated stack's own out-of-fold probabilities (rows in
     ``clf.stack_.y_`` order)."""
     return {ablation_name(base): st.oof_proba_
-            for base, st in _ablated_stacks(clf, items_train, image_root, embeddings_train)}
+            for base, st, _ in _ablated_stacks(clf, items_train, image_root, embeddings_train)}
 
 
 def ablation_records(base: dict, y: np.ndarray, labels: list[str], proba: dict[str, np.ndarray],

@@ -84,6 +84,27 @@ class Hierarchy:
         return (node >= 0) & ((self.ancestor_at[t, col] == node) | (self.label_node[t] == node))
 
 
+def refine_top_down(proba: np.ndarray, levels: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Leaf probabilities whose ancestor sums come from models trained at the ancestor depths.
+
+    ``levels``: (group, group_proba) pairs, deepest first; ``group[c]`` is leaf class c's
+    class at that depth and ``group_proba`` [n, G] that depth's own probabilities. Each step
+    scales the leaves of every group by one factor so that they sum to the group's probability:
+    within a group the leaves keep their ratios (the finer model's choice between siblings),
+    while how much mass the group gets is the coarser model's. Shallower steps come later and
+    rescale whole deeper groups, so every depth's sums hold at the end. Rows sum to 1.
+    """
+    q = np.array(proba, dtype=np.float64)
+    n, L = q.shape
+    for group, gp in levels:
+        group = np.asarray(group, dtype=np.int64)
+        gp = np.asarray(gp, dtype=np.float64)
+        member = sparse.csr_matrix((np.ones(L), (np.arange(L), group)), shape=(L, gp.shape[1]))
+        sums = np.asarray(q @ member)
+        q *= (gp / np.maximum(sums, 1e-300))[:, group]
+    return q / np.maximum(q.sum(1, keepdims=True), 1e-300)
+
+
 def stage_delta(labels: list[str], delta: float, sep: str = SEP) -> float:
     """The guarantee mode's risk per test when climbing (Bonferroni): ``delta`` split over the
     leaf stage and one stage per ancestor depth, so that all of them hold together with

@@ -208,6 +208,17 @@ class StackedClassifier:
         self.thresholds_ = self._select(self.params.target_precision)
         return self.thresholds_
 
+    def rescore(self, oof_proba: np.ndarray) -> np.ndarray:
+        """Route on other out-of-fold probabilities of the same rows: a caller that refines the
+        stack's output (stacks at ancestor depths, ``stacking.hierarchy.refine_top_down``)
+        must choose thresholds on the refined scores it will route. Re-chooses the thresholds."""
+        oof_proba = np.asarray(oof_proba, dtype=np.float64)
+        if oof_proba.shape != self.oof_proba_.shape:
+            raise ValueError(f"rescore needs {self.oof_proba_.shape} probabilities, got {oof_proba.shape}")
+        self.oof_proba_ = oof_proba
+        self.thresholds_ = self._select(self.params.target_precision)
+        return self.thresholds_
+
     def _init_scores(self, y, fit_rows, parts) -> tuple[LogPool | None, list]:
         """Pool fitted on ``fit_rows`` (out-of-fold probabilities) and its logits for each part
         (no pool and ``None`` logits when ``boost_from_pool`` is off)."""
