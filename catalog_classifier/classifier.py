@@ -189,11 +189,12 @@ class CatalogClassifier:
         A failure raises StageError naming the stage (featurize, predict), so the nightly
         job can tell which rows to reject and why.
         """
-        proba, base, reasons, _ = self._scores(items, image_root, progress, embeddings, image_reasons)
+        proba, base, reasons, _, _ = self._scores(items, image_root, progress, embeddings, image_reasons)
         return proba, base, reasons
 
     def _scores(self, items, image_root, progress, embeddings, image_reasons):
-        """predict_proba's parts plus the passthrough features (the reasons need them)."""
+        """predict_proba's parts plus what the reasons need: the passthrough features and the
+        (ancestor stack, its probabilities) pairs that refined the leaf stack's."""
         with _stage("featurize"), events.stage("predict.inputs"):
             X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
             passthrough = self._passthrough(items, X)
@@ -202,9 +203,9 @@ class CatalogClassifier:
             with events.stage("predict.meta"):
                 proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
             ancestors = getattr(self, "ancestors_", [])
-            if ancestors:  # their own base models, one predict.base stage each
-                proba = anc.refine(proba, ancestors, anc.ancestor_proba(ancestors, X, passthrough))
-        return proba, base, reasons, passthrough
+            anc_proba = anc.ancestor_proba(ancestors, X, passthrough)  # one predict.base stage per model
+            proba = anc.refine(proba, ancestors, anc_proba)
+        return proba, base, reasons, passthrough, list(zip(ancestors, anc_proba))
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                 embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:
@@ -213,12 +214,12 @@ class CatalogClassifier:
 
         A failure raises StageError naming the stage (featurize, predict, route, explain).
         """
-        proba, base, img_reasons, passthrough = self._scores(items, image_root, progress, embeddings,
-                                                             image_reasons)
+        proba, base, img_reasons, passthrough, refined_by = self._scores(items, image_root, progress,
+                                                                         embeddings, image_reasons)
         with _stage("route"), events.stage("predict.route"):
             out = self.route(items, proba, img_reasons)
         with _stage("explain"), events.stage("predict.explain"):
-            return add_reasons(self, out, base, passthrough)
+            return add_reasons(self, out, base, passthrough, refined_by)
 
     def route(self, items: pd.DataFrame, proba: np.ndarray, image_reasons: list | None = None) -> pd.DataFrame:
         """Route by the climb (deepest accepted category) or, without hierarchy data (models

@@ -9,7 +9,10 @@ Two parts, kept apart so that another meta-classifier can supply its own contrib
   (each base model's top guess, then the largest group contributions) and ``why_json``.
 
 Contributions are in raw-score (logit, before temperature) units of the explained class:
-the leaf guess (``model_category``). Computed only for the rows that need them, and each row
+the leaf guess (``model_category``), as the leaf stack scored it. Where stacks at ancestor
+depths refined that score (catalog_classifier/ancestors.py), ``why_json["ancestors"]`` gives
+each one's guess for the row's parent category at its depth and its probability, and the short
+text names it after the base models (``depth 1 stack: Kitchen 0.97``). Computed only for the rows that need them, and each row
 walks only the explained class's trees (``StackedClassifier.contributions``): LightGBM's
 multiclass ``pred_contrib`` walks every tree of every class, about 10 ms per row at level 2 of
 the demo catalog (31 classes, 1,426 trees, 577 meta features, a shared 2-core machine).
@@ -79,17 +82,32 @@ def base_guesses(base: dict[str, np.ndarray], labels: np.ndarray) -> list[dict[s
     return out
 
 
-def why_text(guesses: dict[str, dict], groups: dict[str, float]) -> str:
-    """"linear_text: Mugs 0.91 | text: Mugs 0.55 || text models +2.1, brand +0.8"."""
-    left = " | ".join(f"{report_name(m)}: {g['label']} {g['proba']:.2f}" for m, g in
-                      sorted(guesses.items(), key=lambda kv: -kv[1]["proba"]))
+def ancestor_guesses(refined_by: list, rows: np.ndarray) -> list[list[dict]]:
+    """Per row: each ancestor stack's {"depth", "label", "proba"} (its top category at its depth)."""
+    out: list[list[dict]] = [[] for _ in rows]
+    for a, p in sorted(refined_by, key=lambda t: t[0].depth):
+        p = np.asarray(p, dtype=np.float64)[rows]
+        top = p.argmax(1)
+        for i in range(len(rows)):
+            out[i].append({"depth": int(a.depth), "label": str(a.labels[top[i]]),
+                           "proba": round(float(p[i, top[i]]), 4)})
+    return out
+
+
+def why_text(guesses: dict[str, dict], groups: dict[str, float], ancestors: list[dict] = ()) -> str:
+    """"linear_text: Mugs 0.91 | text: Mugs 0.55 | depth 1 stack: Kitchen 0.97 || text models +2.1, brand +0.8"."""
+    left = " | ".join([f"{report_name(m)}: {g['label']} {g['proba']:.2f}" for m, g in
+                       sorted(guesses.items(), key=lambda kv: -kv[1]["proba"])]
+                      + [f"depth {a['depth']} stack: {a['label']} {a['proba']:.2f}" for a in ancestors])
     parts = sorted(((g, v) for g, v in groups.items() if g != BIAS), key=lambda kv: -abs(kv[1]))
     right = ", ".join(f"{g} {v:+.1f}" for g, v in parts[:SHOWN_GROUPS] if abs(v) >= 0.05)
     return f"{left} || {right}" if right else left
 
 
-def add_reasons(clf, out: pd.DataFrame, base: dict[str, np.ndarray], passthrough) -> pd.DataFrame:
-    """``why``/``why_json`` on every row of ``out`` (CatalogClassifier.route) not accepted at full depth."""
+def add_reasons(clf, out: pd.DataFrame, base: dict[str, np.ndarray], passthrough,
+                refined_by: list = ()) -> pd.DataFrame:
+    """``why``/``why_json`` on every row of ``out`` (CatalogClassifier.route) not accepted at full
+    depth; ``refined_by``: the (AncestorStack, probabilities) pairs that refined the leaf scores."""
     out["why"], out["why_json"] = None, None
     rows = np.flatnonzero(out["status"].astype(object).to_numpy() != "accepted")
     if not len(rows):
@@ -102,12 +120,16 @@ def add_reasons(clf, out: pd.DataFrame, base: dict[str, np.ndarray], passthrough
     contrib = clf.stack_.contributions(None, pt, base_proba=sub, classes=cls)
     names, grouped = group_contributions(contrib, clf.stack_.feature_names_)
     guesses = base_guesses(sub, labels)
+    parents = ancestor_guesses(list(refined_by), rows)
     texts, blobs = [], []
     for i in range(len(rows)):
         groups = {g: float(v) for g, v in zip(names, grouped[i])}
-        texts.append(why_text(guesses[i], groups))
-        blobs.append(json.dumps({"class": str(labels[cls[i]]), "raw_score": float(grouped[i].sum()),
-                                 "base": guesses[i], "groups": groups}, ensure_ascii=False))
+        texts.append(why_text(guesses[i], groups, parents[i]))
+        blob = {"class": str(labels[cls[i]]), "raw_score": float(grouped[i].sum()),
+                "base": guesses[i], "groups": groups}
+        if parents[i]:
+            blob["ancestors"] = parents[i]
+        blobs.append(json.dumps(blob, ensure_ascii=False))
     why, why_json = np.full(len(out), None, dtype=object), np.full(len(out), None, dtype=object)
     why[rows], why_json[rows] = texts, blobs
     out["why"], out["why_json"] = why, why_json

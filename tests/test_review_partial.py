@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
+from catalog_classifier.ancestors import refine
 from catalog_classifier.catalog.cleaning import title_key
 from catalog_classifier.explain import BIAS, POOL, group_contributions
 from catalog_classifier.nightly.review.exports import export_review_queue, parent_slug
@@ -54,7 +55,13 @@ def test_reasons_sum_to_the_raw_score_of_the_class(clf2, night):
     st = clf2.stack_
     F, names, _ = build_meta_matrix(base, clf2._passthrough(items, X), st.params.max_classes_full_probas)
     raw = raw_scores(st.booster_, F) + (st.pool_.scores(base) if st.pool_ is not None else 0.0)
-    np.testing.assert_allclose(softmax(raw / st.temperature_, axis=1), proba, atol=1e-9)  # the model's logits
+    leaf = softmax(raw / st.temperature_, axis=1)  # the leaf stack's logits ...
+    np.testing.assert_allclose(leaf, st.predict_proba(X, clf2._passthrough(items, X), base_proba=base), atol=1e-9)
+    # ... refined by the depth-1 stack (the demo config's stack.ancestor_depths) into the model's scores
+    (a1,) = clf2.ancestors_
+    p1 = a1.stack.predict_proba(X, clf2._passthrough(items, X))
+    np.testing.assert_allclose(refine(leaf, [a1], [p1]), proba, atol=1e-9)
+    assert np.abs(leaf - proba).max() > 0.01  # the refinement is not a no-op here
 
     explained = pred["status"] != "accepted"
     assert explained.sum() >= 20 and (pred["status"] == "accepted_partial").sum() >= 5
@@ -70,7 +77,12 @@ def test_reasons_sum_to_the_raw_score_of_the_class(clf2, night):
         assert set(why["base"]) == {m for m in base if not np.isnan(base[m][i]).any()}
         for m, g in why["base"].items():
             assert g["label"] == clf2.labels_[int(np.argmax(base[m][i]))]
-        assert " || " in r["why"] and r["why"].split(" || ")[0].count(":") == len(why["base"])
+        (parent,) = why["ancestors"]  # the depth-1 stack's guess for this row
+        assert parent["depth"] == 1 and parent["label"] == a1.labels[int(np.argmax(p1[i]))]
+        assert parent["proba"] == pytest.approx(p1[i].max(), abs=1e-4)
+        left = r["why"].split(" || ")[0]
+        assert " || " in r["why"] and left.count(":") == len(why["base"]) + 1
+        assert left.endswith(f"depth 1 stack: {parent['label']} {parent['proba']:.2f}")
 
     # the grouping is separate from how contributions are computed: any additive attribution
     contrib = st.contributions(None, clf2._passthrough(items, X).take(np.arange(5)),
