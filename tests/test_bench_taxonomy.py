@@ -53,7 +53,12 @@ def test_taxonomy_section_alone_merges_into_existing_results(tmp_path, monkeypat
     assert r["quality"] == old["quality"] and r["throughput"] == old["throughput"]  # kept
     assert r["scaling"] == old["scaling"] and r["engines"] == old["engines"]
     assert r["section_seconds"]["throughput"] == old["section_seconds"]["throughput"]
-    assert r["section_seconds"]["taxonomy"] > 0
+    secs = r["section_seconds"]
+    assert secs["taxonomy"] > 0
+    # a partial run does not pass for a full one: the total is the sections' sum, this run beside it
+    assert secs["total_from_sections"] and 0 < secs["this_run"] < secs["total"]
+    parts = ("quality_and_training", "throughput", "scaling", "engines", "taxonomy")
+    assert secs["total"] == pytest.approx(sum(secs.get(k, 0) for k in parts), abs=0.2)
     t = r["taxonomy"]
     assert [x["leaves"] for x in t["runs"]] == [20, 40]
     for x in t["runs"]:
