@@ -1,12 +1,13 @@
 """Out-of-fold base-model predictions: every row's probabilities come from a model that
-never saw that row's label (scikit-learn's ``cross_val_predict`` over our folds)."""
+never saw that row's label (``cross_val_predict`` over our folds, with progress per fold)."""
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import cross_val_predict
+from sklearn.utils import _safe_indexing
 
 from .folds import fold_indices
 
@@ -29,18 +30,34 @@ def _widen(p: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def out_of_fold_proba(estimator: Any, X, y: np.ndarray, fold: np.ndarray, n_classes: int) -> np.ndarray:
+def out_of_fold_proba(estimator: Any, X, y: np.ndarray, fold: np.ndarray, n_classes: int,
+                      progress: Callable[[str], None] | None = None) -> np.ndarray:
     """A clone of ``estimator`` per fold predicts the held-out rows (``y`` in 0..n_classes-1).
 
     The estimator's ``predict_proba`` may return NaN rows (e.g. an image model on items
     without an image); they are kept as NaN so the meta-classifier sees "missing".
+    ``progress`` hears each fold as it ends (a base model's folds can take many minutes).
     """
     y = np.asarray(y)
     present = np.unique(y)
-    cv = [fold_indices(fold, k) for k in np.unique(fold)]
-    p = cross_val_predict(_for_labels(estimator, present), X, np.searchsorted(present, y), cv=cv,
-                          method="predict_proba")
-    return _widen(p, present, n_classes)
+    y_enc = np.searchsorted(present, y)
+    folds = np.unique(fold)
+    out = None
+    for i, k in enumerate(folds):
+        t0 = time.perf_counter()
+        train_idx, test_idx = fold_indices(fold, k)
+        est = _for_labels(estimator, present).fit(_safe_indexing(X, train_idx), y_enc[train_idx])
+        p = np.asarray(est.predict_proba(_safe_indexing(X, test_idx)), dtype=np.float64)
+        if p.shape[1] != len(present):  # an estimator without ``classes``: its own label set
+            full = np.zeros((len(test_idx), len(present)))
+            full[:, np.asarray(est.classes_, dtype=np.int64)] = p
+            p = full
+        if out is None:
+            out = np.zeros((len(y), len(present)))
+        out[test_idx] = p
+        if progress is not None:
+            progress(f"  fold {i + 1}/{len(folds)} in {time.perf_counter() - t0:.0f} s")
+    return _widen(out, present, n_classes)
 
 
 def fit_clone(estimator: Any, X, y: np.ndarray, n_classes: int):

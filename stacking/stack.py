@@ -113,7 +113,7 @@ class StackedClassifier:
         for name, est in self.estimators.items():
             with self.phase("fit.base", model=name):
                 self.progress(f"{name}: out-of-fold ({k_folds} folds)")
-                self.base_oof_[name] = out_of_fold_proba(est, X, y, self.fold_, n_classes)
+                self.base_oof_[name] = out_of_fold_proba(est, X, y, self.fold_, n_classes, self.progress)
                 self.progress(f"{name}: refit on all {len(y)} rows")
                 self.base_models_[name] = fit_clone(est, X, y, n_classes)
         oof_logits = self._fit_meta(y, passthrough)
