@@ -1,11 +1,13 @@
-"""linear_text's logistic regression, one-vs-rest liblinear vs multinomial lbfgs, on one fold.
+"""linear_text's logistic regression, one-vs-rest liblinear (dual or primal) vs multinomial lbfgs, on one fold.
 
-    .venv/bin/python scripts/compare_linear_text_ovr.py ovr 3   # then: mn 3, ovr 2, mn 2
+    .venv/bin/python scripts/compare_linear_text_ovr.py ovr_dual 3   # then: ovr 3, mn 3, ovr_dual 2, ...
 
 One fit per process (its peak RSS is the fit's); prints one JSON line: wall and CPU seconds,
 peak RSS, held-out accuracy, macro-F1 and log-loss. The product's TF-IDF features are fitted on
 the training part of fold 0 of StratifiedKFold(5, shuffle, seed 0) over the whole BigBasket
-catalog at the given level. Results: reports/linear_text_ovr.json.
+catalog at the given level. ``leaves=N`` instead of a level: the first 4,000 of the benchmark's
+6,000 taxonomy rows relabelled to N meaningless leaves (bench/taxonomy.py), for the cost only.
+Results: reports/linear_text_ovr.json.
 """
 from __future__ import annotations
 
@@ -32,20 +34,32 @@ from catalog_classifier.features.text import item_texts  # noqa: E402
 from catalog_classifier.models.linear_text import LinearText  # noqa: E402
 
 
-def main(cand: str, level: int) -> dict:
+def main(cand: str, level: int | str) -> dict:
     cfg = load_config(ROOT / "configs" / "bigbasket.yaml")
     items = read_catalog(ROOT.parent / "shared" / "datasets" / "bigbasket" / "BigBasket Products.csv", cfg.catalog).items
-    y = make_labels(items["category"], level, cfg.catalog.min_items_per_category)
+    if isinstance(level, str):  # leaves=N
+        from bench.taxonomy import split_leaves
+
+        items = items.sample(6000, random_state=cfg.stack.seed).sort_index().reset_index(drop=True)
+        y = split_leaves(make_labels(items["category"], 1, 1), int(level.split("=")[1]), cfg.stack.seed)
+    else:
+        y = make_labels(items["category"], level, cfg.catalog.min_items_per_category)
     keep = y.notna().to_numpy()
     items, y = items[keep].reset_index(drop=True), y[keep].astype(str).to_numpy()
     texts = np.array(item_texts(items["title"], items["description"], cfg.catalog.max_text_chars), dtype=object)
-    tr, te = next(StratifiedKFold(5, shuffle=True, random_state=0).split(texts, y))
+    if isinstance(level, str):
+        tr, te = np.arange(4000), np.arange(4000, len(y))
+    else:
+        tr, te = next(StratifiedKFold(5, shuffle=True, random_state=0).split(texts, y))
     lt = LinearText()
-    F, G = lt._features(texts[tr], fit=True), lt._features(texts[te], fit=False)
+    F = lt._features(texts[tr], fit=True)
     classes, ytr = np.unique(y[tr], return_inverse=True)
+    te = te[np.isin(y[te], classes)]  # held-out rows of classes the fit has seen
+    G = lt._features(texts[te], fit=False)
     yte = np.searchsorted(classes, y[te])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    m = (OneVsRestClassifier(LogisticRegression(C=lt.C, solver="liblinear", random_state=0)) if cand == "ovr"
+    m = (OneVsRestClassifier(LogisticRegression(C=lt.C, solver="liblinear", dual=cand == "ovr_dual",
+                                                random_state=0)) if cand.startswith("ovr")
          else LogisticRegression(C=lt.C, max_iter=1000, random_state=0))
     t, c = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
@@ -63,6 +77,7 @@ def main(cand: str, level: int) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("ovr", "mn"):
-        sys.exit("usage: compare_linear_text_ovr.py ovr|mn LEVEL")
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))), flush=True)
+    if len(sys.argv) != 3 or sys.argv[1] not in ("ovr", "ovr_dual", "mn"):
+        sys.exit("usage: compare_linear_text_ovr.py ovr|ovr_dual|mn LEVEL|leaves=N")
+    arg = sys.argv[2]
+    print(json.dumps(main(sys.argv[1], arg if arg.startswith("leaves=") else int(arg))), flush=True)

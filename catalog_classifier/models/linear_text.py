@@ -11,11 +11,12 @@ per row. Both matrices equal ``TfidfVectorizer.transform``'s exactly (tests/test
 the fitted vectorizers are untouched.
 
 From ``ovr_from`` classes on, the logistic regression is one binary liblinear problem per class
-(probabilities normalised over classes) instead of one multinomial lbfgs problem: lbfgs keeps
-about 25 float64 copies of the features x classes weights, which at BigBasket's 415 types was
-10 GB and most of a fit's time. On one BigBasket type fold the binary problems took 0.41x the
-wall time and 0.11x the peak memory at +0.005 accuracy and +0.004 macro-F1
-(``reports/linear_text_ovr.json``).
+(dual coordinate descent; probabilities normalised over classes) instead of one multinomial
+lbfgs problem: lbfgs keeps about 25 float64 copies of the features x classes weights, which at
+BigBasket's 415 types was 10 GB and most of a fit's time. On one BigBasket type fold the binary
+problems took 0.59x the CPU time and 0.11x the peak memory at +0.005 accuracy and +0.004
+macro-F1; on the benchmark's relabelled leaves (no meaning, hard binary problems) 0.30x the CPU
+of lbfgs, where liblinear's primal solver took 1.4x (``reports/linear_text_ovr.json``).
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ class LinearText(BaseModel):
         y = self._encode_labels(y)
         F = self._features(X.texts, fit=True)
         if len(np.unique(y)) >= self.ovr_from:
-            self.model_ = OneVsRestClassifier(LogisticRegression(C=self.C, solver="liblinear", random_state=self.seed))
+            self.model_ = OneVsRestClassifier(
+                LogisticRegression(C=self.C, solver="liblinear", dual=True, random_state=self.seed))
         else:
             self.model_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed)
         self.model_.fit(F, y)
