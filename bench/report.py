@@ -26,8 +26,7 @@ def _machine(r: dict) -> list[str]:
     libs = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchvision", "timm", "lightgbm", "scikit-learn",
                                               "sentencepiece", "numpy", "pandas") if v.get(k))
     return [
-        f"- **Date**: {r.get('date')} ({r.get('mode')} run: `python -m bench"
-        f"{' --quick' if r.get('mode') == 'quick' else ''}`)",
+        f"- **Date**: {r.get('date')} ({_run_label(r)})",
         f"- **CPU**: {m.get('cpu')}, {m.get('cores')} usable cores ({m.get('logical_cpus')} logical), "
         f"{m.get('memory_gb')} GB RAM, torch threads {m.get('torch_threads')}; {m.get('os')}",
         f"- **GPU**: {gpu['name'] + ', ' + str(gpu['memory_gb']) + ' GB' if gpu else 'none'}",
@@ -236,3 +235,15 @@ def write_markdown(r: dict, path: Path) -> Path:
     lines += ["## Benchmark run time", "", ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items() if not isinstance(v, bool)), ""]
     atomic_write_text("\n".join(lines) + "\n", path)
     return path
+
+
+def _run_label(r: dict) -> str:
+    """How the latest run was started: all sections, or which (the others are kept from before)."""
+    from .runner import SECTIONS  # runner imports this module
+
+    quick = " --quick" if r.get("mode") == "quick" else ""
+    run = r.get("sections_run")
+    if not run or set(run) == set(SECTIONS):
+        return f"{r.get('mode')} run: `python -m bench{quick}`"
+    flags = "".join(f" --section {x}" for x in run)
+    return f"latest run: `python -m bench{quick}{flags}`; other sections from earlier runs"

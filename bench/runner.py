@@ -256,7 +256,7 @@ def run_bench(out: Path, quick: bool = False, sections: tuple[str, ...] = SECTIO
     results = json.loads(res_path.read_text()) if partial and res_path.exists() else {}
     if not gpu:
         results.update({"machine": machine_info(), "versions": versions(), "date": now_iso(),
-                        "mode": "quick" if quick else "full"})
+                        "mode": "quick" if quick else "full", "sections_run": list(sections)})
     if notes:
         results["notes"] = list(results.get("notes", [])) + list(notes)
     seconds: dict[str, float] = {}

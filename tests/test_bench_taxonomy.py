@@ -65,4 +65,8 @@ def test_taxonomy_section_alone_merges_into_existing_results(tmp_path, monkeypat
         assert x["meta"] == "rerank" and x["wall_s"] > 0 and x["peak_rss_mb"] > 0
     ratio = t["summary"]["ratios"][0]
     assert ratio["leaf_ratio"] == 2.0 and ratio["time_ratio"] > 0
-    assert "Large taxonomies" in (out / "RESULTS.md").read_text()
+    md = (out / "RESULTS.md").read_text()
+    assert "Large taxonomies" in md
+    # the report says which sections this run measured, not "full run"
+    assert r["sections_run"] == ["taxonomy"]
+    assert "`python -m bench --quick --section taxonomy`; other sections from earlier runs" in md
