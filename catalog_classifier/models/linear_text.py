@@ -40,7 +40,7 @@ class LinearText(BaseModel):
                  classes=None):
         self.C = C
         self.max_features = max_features
-        self.ovr_from = ovr_from  # classes in the training rows from which one-vs-rest is fitted
+        self.ovr_from = ovr_from  # from this many classes on, one-vs-rest
         self.seed = seed
         self.classes = classes
 
@@ -79,7 +79,7 @@ class LinearText(BaseModel):
     def fit(self, X, y):
         y = self._encode_labels(y)
         F = self._features(X.texts, fit=True)
-        if len(np.unique(y)) >= self.ovr_from:
+        if len(self.classes_) >= self.ovr_from:  # the declared classes: every fold of a stack fits alike
             self.model_ = OneVsRestClassifier(
                 LogisticRegression(C=self.C, solver="liblinear", dual=True, random_state=self.seed))
         else:
