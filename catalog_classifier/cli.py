@@ -118,6 +118,8 @@ def evaluate(
     ablation: bool = typer.Option(True, "--ablation/--no-ablation",
                                   help="also score the stack without each base model (meta layer re-fitted "
                                   "on the same folds; base models not retrained)"),
+    scores: Optional[Path] = typer.Option(None, help="also save every model's held-out probabilities "
+                                          "with item ids, labels and folds here (<name>_L<level>.npz)"),
 ):
     """Stratified, grouped K-fold CV of the stack, each base model and the TF-IDF peer."""
     if protocol not in ("nested", "oof"):
@@ -128,11 +130,13 @@ def evaluate(
         cfg = _config(config, adapter, None, image_root)
         levels = [label_depth(v, "--level") for v in level]
         usable_file(report, "--report")
+        if scores is not None:
+            usable_dir(scores, "--scores")
         if inner_folds:
             cfg = cfg.with_overrides(stack={"n_folds": inner_folds})
         cat = _read(catalog, cfg)
     out = evaluate_and_report(cat, cfg, name or catalog.stem, levels, folds, report, log_mlflow, protocol,
-                              ablation)
+                              ablation, scores)
     typer.echo(json.dumps(out, indent=2))
 
 

@@ -25,6 +25,7 @@ from .classifier import CatalogClassifier
 from .config import Config
 from .evaluation_ablation import ablation_records, fold_ablations
 from .features.container import ItemInputs
+from .io_utils import atomic_write
 from .features.text import item_texts
 from .models.peers import TfidfLR
 from .models.registry import report_name
@@ -54,6 +55,7 @@ class CVResult:
     # (variant, target) -> [category, status] of the climb (evaluation_hier); empty: flat only
     hier: dict = field(default_factory=dict)
     risk_delta: float = 0.05
+    item_ids: np.ndarray | None = None  # the rows' input ids, in the order of ``y``
 
 
 def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image_root: str | None = None,
@@ -130,7 +132,8 @@ def cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, image
     proba = {m: fill_missing(p) for m, p in proba.items()}
     return CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                     time.time() - t0, per_fold, final=final, accepted_model=accepted_model,
-                    ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=config.stack.risk_delta)
+                    ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=config.stack.risk_delta,
+                    item_ids=items["item_id"].astype(str).to_numpy())
 
 
 def fill_missing(proba: np.ndarray) -> np.ndarray:
@@ -198,3 +201,24 @@ def save_pictures(res: CVResult, out_dir: str | Path) -> list[Path]:
     if res.hier:
         paths.append(ev_hier.save_hier_picture(res, out_dir, TARGETS))
     return [Path(x) for x in paths]
+
+
+def save_scores(res: CVResult, out_dir: str | Path) -> Path:
+    """Every model's held-out probabilities with the rows' ids, labels and folds, one compressed
+    ``<catalog>_L<level>.npz`` per level, for analyses the report does not make (routing policies,
+    error review) without re-running the folds. Arrays: ``item_id``, ``label`` (class index),
+    ``fold``, ``labels`` (class names), ``models`` and one ``proba_<model>`` [n, C] float32 each."""
+    models = sorted(res.proba) + sorted(res.ablation)
+    arrays = {"item_id": np.asarray(res.item_ids, dtype=str) if res.item_ids is not None else np.array([], dtype=str),
+              "label": np.asarray(res.y), "fold": np.asarray(res.fold),
+              "labels": np.asarray(res.labels, dtype=str), "models": np.asarray(models, dtype=str),
+              "protocol": np.asarray(res.protocol)}
+    for m in models:
+        arrays[f"proba_{m}"] = np.asarray({**res.proba, **res.ablation}[m], dtype=np.float32)
+    path = Path(out_dir) / f"{res.catalog}_L{res.level}.npz"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)

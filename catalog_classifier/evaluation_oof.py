@@ -77,6 +77,7 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's).
     ``ablation``: also the out-of-fold figures of the stack without each base model."""
     t0 = time.time()
+    ids = items.loc[CatalogClassifier(config).labels_for(items).notna().to_numpy(), "item_id"]
     clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
     y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
     proba = {m: fill_missing(p) for m, p in oof_probas(clf, items, config).items()}
@@ -91,5 +92,6 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     hier = crossfit_store(labels, y, proba["stack"], fold, TARGETS, s) if s.hierarchical else {}
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                    time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL,
-                   ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=s.risk_delta)
+                   ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=s.risk_delta,
+                   item_ids=ids.astype(str).to_numpy())
     return res, clf

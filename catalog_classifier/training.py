@@ -79,11 +79,13 @@ def _promote_first(cfg: Config, version) -> None:
 
 
 def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: int, report: Path,
-                        log_mlflow: bool = True, protocol: str = "nested", ablation: bool = True) -> list[dict]:
+                        log_mlflow: bool = True, protocol: str = "nested", ablation: bool = True,
+                        scores_dir: Path | None = None) -> list[dict]:
     """Evaluate each label level (nested CV, or the one-fit out-of-fold protocol) and merge
     the records into ``report``; pictures go to ``report``'s folder/figures. ``ablation``: also
-    the stack without each base model (``stack_without_<base>`` records)."""
-    from .evaluation import cross_validate, records, save_pictures
+    the stack without each base model (``stack_without_<base>`` records). ``scores_dir``: also
+    every model's held-out probabilities per level (``evaluation.save_scores``)."""
+    from .evaluation import cross_validate, records, save_pictures, save_scores
     from .evaluation_oof import oof_cross_validate
 
     all_recs, pics = [], []
@@ -98,6 +100,8 @@ def evaluate_and_report(cat, cfg: Config, name: str, levels: list[int], folds: i
         all_recs += records(res)
         pics += save_pictures(res, report.parent / "figures")
         atomic_write_json(_merge(report, records(res)), report)  # a finished level is never lost
+        if scores_dir is not None:
+            save_scores(res, scores_dir)
     if log_mlflow and cfg.tracking.enabled:
         from .tracking import setup
 

@@ -283,3 +283,36 @@ def test_a_bad_level_option_is_one_line_and_exit_code_2(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == ["error: --level must be a whole number >= 1 or 'leaf', got 'deep'"]
+
+
+def test_saved_scores_join_back_to_the_source_rows_by_id(fitted, demo_catalog, tmp_path):
+    from catalog_classifier.evaluation import save_scores
+
+    res, clf, _ = fitted
+    z = np.load(save_scores(res, tmp_path))
+    assert {"proba_stack", "proba_linear_text", "proba_tfidf_lr"} <= set(z.files)
+    assert list(z["models"]) == sorted(res.proba) + sorted(res.ablation)
+    assert z["proba_stack"].shape == (len(res.y), len(res.labels))
+    np.testing.assert_allclose(z["proba_stack"], res.proba["stack"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(z["fold"], res.fold)
+    # every row's id finds its source row, whose category at the trained depth is the saved label
+    truth = clf.labels_for(demo_catalog.items).set_axis(demo_catalog.items["item_id"].astype(str))
+    assert len(set(z["item_id"])) == len(z["item_id"]) == len(res.y)
+    assert list(z["labels"][z["label"]]) == list(truth.loc[z["item_id"]])
+
+
+def test_a_scores_folder_that_is_a_file_is_one_line_and_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DEMO_CSV, ROOT
+
+    (tmp_path / "f").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "catalog_classifier", "evaluate", "--catalog", str(DEMO_CSV),
+                        "--scores", str(tmp_path / "f"), "--report", str(tmp_path / "e.json"), "--no-log-mlflow"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: --scores {str(tmp_path / 'f')!r} is a file, not a folder"]
+    assert not (tmp_path / "e.json").exists()
