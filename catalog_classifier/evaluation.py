@@ -208,13 +208,14 @@ def save_scores(res: CVResult, out_dir: str | Path) -> Path:
     ``<catalog>_L<level>.npz`` per level, for analyses the report does not make (routing policies,
     error review) without re-running the folds. Arrays: ``item_id``, ``label`` (class index),
     ``fold``, ``labels`` (class names), ``models`` and one ``proba_<model>`` [n, C] float32 each."""
+    scored = {**res.proba, **res.ablation}
     models = sorted(res.proba) + sorted(res.ablation)
     arrays = {"item_id": np.asarray(res.item_ids, dtype=str) if res.item_ids is not None else np.array([], dtype=str),
               "label": np.asarray(res.y), "fold": np.asarray(res.fold),
               "labels": np.asarray(res.labels, dtype=str), "models": np.asarray(models, dtype=str),
               "protocol": np.asarray(res.protocol)}
     for m in models:
-        arrays[f"proba_{m}"] = np.asarray({**res.proba, **res.ablation}[m], dtype=np.float32)
+        arrays[f"proba_{m}"] = np.asarray(scored[m], dtype=np.float32)
     path = Path(out_dir) / f"{res.catalog}_L{res.level}.npz"
 
     def write(tmp: str) -> None:

@@ -77,15 +77,14 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     """Fit once; return the out-of-fold figures as a CVResult (same shape as nested CV's).
     ``ablation``: also the out-of-fold figures of the stack without each base model."""
     t0 = time.time()
-    ids = items.loc[CatalogClassifier(config).labels_for(items).notna().to_numpy(), "item_id"]
     clf = CatalogClassifier(config).fit(items, image_root=image_root, progress=progress)
+    keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
     y, fold, labels = clf.stack_.y_, clf.stack_.fold_, list(clf.labels_)
     proba = {m: fill_missing(p) for m, p in oof_probas(clf, items, config).items()}
     s = config.stack
     accepted = {t: crossfit_accept(y, proba["stack"], fold, t, s) for t in TARGETS}
     abl = {}
     if ablation:
-        keep = clf.labels_for(items).notna().to_numpy()  # the rows fit() trained on, in its order
         abl = oof_ablations(clf, items.loc[keep], image_root)
     abl_acc = {m: {t: crossfit_accept(y, p, fold, t, s)
                    for t in TARGETS} for m, p in abl.items()}
@@ -93,5 +92,5 @@ def oof_cross_validate(items: pd.DataFrame, config: Config, catalog_name: str, i
     res = CVResult(catalog_name, config.catalog.label_depth, labels, y, proba, accepted, fold,
                    time.time() - t0, per_fold(y, proba["stack"], fold, accepted), PROTOCOL,
                    ablation=abl, ablation_accepted=abl_acc, hier=hier, risk_delta=s.risk_delta,
-                   item_ids=ids.astype(str).to_numpy())
+                   item_ids=items.loc[keep, "item_id"].astype(str).to_numpy())
     return res, clf
