@@ -23,6 +23,7 @@ FINE = {
     "image.load": "model_load",
     "image.cache": "cache",
     "predict.inputs": "features",  # text normalisation, tabular + sentencepiece features
+    "predict.base_cache": "text",  # the text models' content cache: row keys, SQLite reads/writes
     "predict.meta": "lightgbm",  # meta matrix, booster, opinion pool, temperature
     "predict.route": "route",  # thresholds + rules
     "predict.explain": "lightgbm",  # pred_contrib of the rows not accepted at full depth
@@ -32,7 +33,7 @@ FINE = {
     "nightly.queue": "queue",  # review queue + 3 export formats
     "nightly.drift": "drift",
 }
-BASE_FINE = {"char_cnn": "text", "linear_text": "text", "image_head": "image_head"}  # predict.base by model
+BASE_FINE = {"char_cnn": "text", "linear_text": "text", "brand_prior": "text", "image_head": "image_head"}  # predict.base by model
 # fine stage -> the stage reported in results.json ("other" = everything not listed)
 ROLLUP = {"decode": "decode", "cnn": "cnn", "text": "text", "features": "features", "image_head": "features",
           "route": "features", "lightgbm": "lightgbm", "write": "write", "queue": "write"}

@@ -84,9 +84,9 @@ def _warm_up_text(clf) -> None:
 def _preload(clf, cfg) -> None:
     """Load the runtime the night will serve with (as the night itself would, same settings) before
     the clock starts: nights of one process share it, and its load is ``model_load_s``."""
-    from catalog_classifier.nightly.batch.plan import serve_image
+    from catalog_classifier.nightly.batch.plan import serving
 
-    clf.config = clf.config.with_overrides(image=serve_image(cfg))
+    clf.config = clf.config.with_overrides(**serving(cfg))
     clf._embedder(cfg.catalog.image_root).model
 
 
@@ -156,14 +156,18 @@ def run(spec: dict) -> dict:
         for r in range(spec["repeats"]):
             cache = work / f"cache-{r}"
             shutil.rmtree(cache, ignore_errors=True)
-            cfg = base.with_overrides(image={"cache_dir": str(cache)})
+            cfg = base.with_overrides(image={"cache_dir": str(cache)}, cache={"base_probas_dir": str(cache)})
             cold = _night(clf, spec["catalog"], cfg, work / f"cold-{r}" / "2000-01-01", timer)
             cold["embeddings_computed"] = len(EmbeddingCache(str(cache), embedder.key))
             limit = cnn_limit(runtime, tensors, base.image.batch_size, device)
             torch_limit = limit if on_torch else cnn_limit(torch_rt, tensors, base.image.batch_size, device)
+            # warm as before the text models' content cache: the images seen, the texts new
+            new_texts = cfg.with_overrides(cache={"base_probas_dir": str(work / f"texts-new-{r}")})
+            warm_new_texts = _night(clf, spec["catalog"], new_texts, work / f"warm-nt-{r}" / "2000-01-01", timer)
             warm = _night(clf, spec["catalog"], cfg, work / f"warm-{r}" / "2000-01-01", timer)
             cnn_s = cold["stage_detail"].get("cnn", 0.0)
-            run = {"repeat": r, "cold": cold, "warm": warm, "limit_items_per_s": round(limit, 2),
+            run = {"repeat": r, "cold": cold, "warm": warm, "warm_new_texts": warm_new_texts,
+                   "limit_items_per_s": round(limit, 2),
                    "torch_limit_items_per_s": round(torch_limit, 2),
                    "cold_to_limit": round(cold["items_per_s"] / limit, 3),
                    "warm_over_cold": round(warm["items_per_s"] / cold["items_per_s"], 2),
@@ -192,7 +196,8 @@ def _warm_up_night(clf, catalog, base, work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = work / "warm-up.csv"
     replicate_catalog(catalog, rows, 1, rows=8)
-    cfg = base.with_overrides(image={"cache_dir": str(work / "cache-warm-up")})
+    cfg = base.with_overrides(image={"cache_dir": str(work / "cache-warm-up")},
+                              cache={"base_probas_dir": str(work / "cache-warm-up")})
     _night(clf, str(rows), cfg, work / "warm-up" / "2000-01-01", StageTimer())
     shutil.rmtree(work / "cache-warm-up", ignore_errors=True)
 
@@ -201,7 +206,7 @@ def _torch_nights(clf, catalog, base, work: Path, r: int, timer) -> dict:
     """Cold and warm nights with torch eager for the backbone and the char-CNN (own cache)."""
     cache = work / f"cache-torch-{r}"
     shutil.rmtree(cache, ignore_errors=True)
-    cfg = base.with_overrides(image={"cache_dir": str(cache), "runtime": "torch"})
+    cfg = base.with_overrides(image={"cache_dir": str(cache), "runtime": "torch"}, cache={"base_probas_dir": str(cache)})
     before = _text_runtime(clf, "torch")
     try:
         cold = _night(clf, catalog, cfg, work / f"torch-cold-{r}" / "2000-01-01", timer)
@@ -253,6 +258,8 @@ def summarize(runs, device, cfg, spec, n_limit, load_s, gpu_pipeline) -> dict:
         "items": cold["items"], "repeats": len(runs), "threads": _threads(),
         "cold_items_per_s": med([r["cold"]["items_per_s"] for r in runs]),
         "warm_items_per_s": med([r["warm"]["items_per_s"] for r in runs]),
+        # warm images, texts the content cache has not seen (the warm night before that cache existed)
+        "warm_new_texts_items_per_s": med([r["warm_new_texts"]["items_per_s"] for r in runs]),
         "cnn_forward_limit_items_per_s": med([r["limit_items_per_s"] for r in runs]),
         "limit_images": n_limit,
         "cold_to_limit": med([r["cold_to_limit"] for r in runs]),

@@ -233,6 +233,15 @@ DEFAULT_MODEL_URI = champion_uri()  # what `nightly` and `predict` use without -
 
 
 @dataclass
+class CacheConfig:
+    """Content-keyed caches of work an unchanged item does not need again (operational: never changes a row)."""
+
+    # the text base models' probabilities per (model files + library versions, the item's text),
+    # SQLite (catalog_classifier/base_cache.py); "" = off
+    base_probas_dir: str = ".cache/base-probas"
+
+
+@dataclass
 class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -247,6 +256,7 @@ class Config:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     review_export: ReviewExportConfig = field(default_factory=ReviewExportConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

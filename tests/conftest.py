@@ -30,6 +30,7 @@ def fast_config(tmp_cache: Path | None = None, **overrides):
         "stack": {"n_folds": 3, "sp_vocab_size": 500, "num_boost_round": 150},
         "models": {"char_cnn": {"epochs": 3, "max_len": 256}},
         "image": {"cache_dir": str(ROOT / ".cache" / "embeddings")},
+        "cache": {"base_probas_dir": str(ROOT / ".cache" / "base-probas")},
         "catalog": {"image_root": str(DEMO_IMAGES)},
         "rules": {"rules_dir": str(ROOT / "rules")},
     }

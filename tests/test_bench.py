@@ -207,7 +207,8 @@ def test_nightly_events_in_order(quick_run, tmp_path):
     csv = tmp_path / "slice.csv"
     replicate_catalog(DEMO_CSV, csv, 1, rows=24)
     cfg = load_config(ROOT / "data" / "flipkart1050" / "catalog.yaml").with_overrides(
-        image={"cache_dir": str(tmp_path / "cache")}, catalog={"image_root": str(DEMO_IMAGES)},
+        image={"cache_dir": str(tmp_path / "cache")}, cache={"base_probas_dir": str(tmp_path / "cache")},
+        catalog={"image_root": str(DEMO_IMAGES)},
         rules={"rules_dir": str(ROOT / "rules")}, tracking={"enabled": False}, nightly={"chunk_size": 10})
     got: list[tuple[str, float, dict]] = []
     timer = StageTimer()
@@ -219,10 +220,11 @@ def test_nightly_events_in_order(quick_run, tmp_path):
     assert sum(res.counts.values()) == 24
     names = [s for s, _, _ in got]
     assert set(names) <= set(FINE) | {"predict.base"}
-    # three chunks of 10, 10, 4 rows: per chunk the image stages, then the prediction stages, then its part
+    # three chunks of 10, 10, 4 rows: per chunk the image stages, then the prediction stages, then its part;
+    # every row is new to the text models' content cache: looked up, computed, stored
     per_chunk = [s for s in names if s.startswith(("predict.", "nightly.write_part"))]
-    one = ["predict.inputs", *["predict.base"] * len(clf.base_names), "predict.meta", "predict.route",
-           "predict.explain", "nightly.write_part"]
+    one = ["predict.inputs", "predict.base_cache", *["predict.base"] * len(clf.base_names), "predict.base_cache",
+           "predict.meta", "predict.route", "predict.explain", "nightly.write_part"]
     assert per_chunk == one * 3
     models = [i["model"] for s, _, i in got if s == "predict.base"]
     assert models == list(clf.base_names) * 3

@@ -95,6 +95,26 @@ def test_estimator_contract(demo_slice, tmp_path):
         np.testing.assert_array_equal(back.predict_proba(X.take(rows)), p, err_msg=name)
 
 
+def test_declared_inputs_are_the_only_ones_read(demo_slice):
+    """``reads`` (what the content cache of base_cache.py relies on): every registered model
+    declares it, and replacing the fields it does not read changes none of its probabilities."""
+    from catalog_classifier.features.container import ItemInputs
+
+    cfg, X, y, _ = demo_slice
+    fields = ("texts", "titles", "embeddings", "brands")
+    rng = np.random.default_rng(0)
+    other = ItemInputs(X.texts[::-1].copy(), X.titles[::-1].copy(), rng.normal(size=X.embeddings.shape).astype(np.float32),
+                       X.brands[::-1].copy())
+    for name, est in _models(cfg)[:-1]:  # the registered ones
+        assert est.reads is not None and set(est.reads) <= set(fields), name
+        est.fit(X, y)
+        mixed = ItemInputs(*(getattr(X if f in est.reads else other, f) for f in fields))
+        np.testing.assert_array_equal(est.predict_proba(mixed), est.predict_proba(X), err_msg=name)
+        read = est.reads[0]  # and the field it reads does move it
+        moved = ItemInputs(*(getattr(other if f == read else X, f) for f in fields))
+        assert not np.array_equal(est.predict_proba(moved), est.predict_proba(X), equal_nan=True), name
+
+
 def test_classes_parameter_gives_every_column(demo_slice):
     """Fitted on rows lacking a class, a model told the full label set still predicts its column."""
     cfg, X, y, _ = demo_slice

@@ -32,17 +32,20 @@ _SQL_CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
 
 class EmbeddingCache:
-    """SQLite table (backbone, sha256) -> float32 vector blob.
+    """SQLite table (backbone, sha256) -> vector blob of ``dim`` values of ``dtype`` (float32).
 
     WAL mode: readers never block and are never blocked by a writer, several processes
     may share one cache directory, and a crash mid-write loses at most the open
-    transaction. Needs a local filesystem (WAL does not work over NFS).
+    transaction. Needs a local filesystem (WAL does not work over NFS). ``backbone`` is any
+    key naming what made the vectors (base_cache.py keeps model probabilities in one too).
     """
 
-    def __init__(self, cache_dir: str, backbone_name: str, dim: int = EMBED_DIM):
-        self.path = os.path.join(cache_dir, "embeddings.sqlite")
+    def __init__(self, cache_dir: str, backbone_name: str, dim: int = EMBED_DIM,
+                 filename: str = "embeddings.sqlite", dtype=np.float32):
+        self.path = os.path.join(cache_dir, filename)
         self.backbone = backbone_name
         self.dim = dim
+        self.dtype = np.dtype(dtype)
         os.makedirs(cache_dir, exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -73,14 +76,14 @@ class EmbeddingCache:
                     [self.backbone, *part],
                 )
                 for digest, blob in rows:
-                    if len(blob) == 4 * self.dim:  # anything else is damage: treat as a miss
-                        found[digest] = np.frombuffer(blob, dtype=np.float32)
+                    if len(blob) == self.dtype.itemsize * self.dim:  # anything else is damage: a miss
+                        found[digest] = np.frombuffer(blob, dtype=self.dtype)
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         if not items:
             return
-        rows = [(self.backbone, d, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for d, v in items.items()]
+        rows = [(self.backbone, d, np.ascontiguousarray(v, dtype=self.dtype).tobytes()) for d, v in items.items()]
         with self._lock:
             conn = self._connection()
             with conn:  # one transaction

@@ -18,6 +18,11 @@ PARAMS_FILE = "params.json"
 
 
 class BaseModel(ClassifierMixin, BaseEstimator):
+    # the ItemInputs fields predict_proba reads (None: not declared). A model that reads no
+    # embeddings gives an item the same row for the same text, title and brand, so a loaded
+    # model version serves it from the content cache (catalog_classifier/base_cache.py)
+    reads: tuple[str, ...] | None = None
+
     def _encode_labels(self, y) -> np.ndarray:
         """Set ``classes_`` and return ``y`` as column indices into it."""
         y = np.asarray(y)

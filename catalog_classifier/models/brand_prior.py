@@ -20,6 +20,8 @@ from .registry import register
 class BrandPrior(BaseModel):
     """NaN rows: brands seen fewer than ``min_count`` times in training (or never)."""
 
+    reads = ("brands",)
+
     def __init__(self, alpha: float = 1.0, min_count: int = 2, classes=None):
         self.alpha = alpha
         self.min_count = min_count

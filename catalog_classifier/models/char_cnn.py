@@ -108,6 +108,9 @@ class HybridCharNet(nn.Module):
 
 @register("char_cnn")
 class CharCNNClassifier(BaseModel):
+
+    reads = ("texts",)
+
     def __init__(self, max_len: int = 384, max_vocab: int = 300, min_char_count: int = 2,
                  embed_dim: int = 32, filters: int = 0, kernel_sizes: tuple[int, ...] = (3, 5),
                  buckets: int = 262_144, ngram_dim: int = 64, min_n: int = 2, max_n: int = 5,

@@ -19,6 +19,8 @@ from .registry import register
 class ImageHead(BaseModel):
     """NaN rows: items without a usable image (or every row, when fitted without images)."""
 
+    reads = ("embeddings",)
+
     def __init__(self, C: float = 1.0, seed: int = 0, classes=None):
         self.C = C
         self.seed = seed

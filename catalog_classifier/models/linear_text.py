@@ -38,6 +38,9 @@ from .registry import register
 
 @register("linear_text")
 class LinearText(BaseModel):
+
+    reads = ("texts",)
+
     def __init__(self, C: float = 10.0, max_features: int = 200_000, ovr_from: int = 50, seed: int = 0,
                  classes=None):
         self.C = C

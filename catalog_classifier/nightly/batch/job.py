@@ -36,7 +36,7 @@ from .commit import PARTS, PREDICTIONS, committed_parts, drop_part, merge_parts,
 from .engines import get_engine
 from .manifest import (MANIFEST, Identity, NightlyError, config_identity, input_fingerprint, model_identity,
                        new_manifest, night_lock, read_manifest, write_manifest)
-from .plan import serve_image
+from .plan import serving
 from .report import drift_report, find_previous, log_to_mlflow, open_mlflow_run, summarize, write_report
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,12 @@ def _now() -> str:
 
 
 def _serve_with(clf, cfg: Config) -> None:
-    """Operational image settings (cache dir, device, batch size, runtime) come from the run's config;
-    everything that defines the model (backbone, image size, thresholds) stays as trained."""
-    img = serve_image(cfg)
-    if any(getattr(clf.config.image, k) != v for k, v in img.items()):
-        clf.config = clf.config.with_overrides(image=img)
+    """Operational settings (image cache dir, device, batch size, runtime; the content caches) come
+    from the run's config; everything that defines the model (backbone, image size, thresholds)
+    stays as trained."""
+    over = serving(cfg)
+    if any(getattr(getattr(clf.config, sec), k) != v for sec, vals in over.items() for k, v in vals.items()):
+        clf.config = clf.config.with_overrides(**over)
 
 
 def _wipe(out_dir: Path) -> None:

@@ -2,6 +2,8 @@
 commit of a chunk's rows. An engine only decides where the pending chunks are scored."""
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,12 @@ SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size", "runtim
 def serve_image(cfg: Config) -> dict:
     """Operational image settings (cache dir, device, batch size, runtime) of the run's config."""
     return {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
+
+
+def serving(cfg: Config) -> dict[str, dict]:
+    """The run config's operational settings a served model takes over (``Config.with_overrides``
+    sections): the image ones and the content caches'."""
+    return {"image": serve_image(cfg), "cache": dataclasses.asdict(cfg.cache)}
 
 
 def model_stamp(ident: Identity) -> dict[str, str | None]:

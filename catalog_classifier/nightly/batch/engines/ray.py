@@ -35,7 +35,7 @@ from ....config import Config
 from ..chunks import assemble_rows, score_items
 from ..commit import ITEM_FIELDS
 from ..manifest import NightlyError
-from ..plan import ChunkPlan, commit_chunk, model_stamp, plan_chunks, serve_image
+from ..plan import ChunkPlan, commit_chunk, model_stamp, plan_chunks, serving
 
 log = logging.getLogger(__name__)
 CHUNK, EMB, IMG_ISSUE = "_chunk", "_embedding", "_image_issue"
@@ -80,7 +80,7 @@ def _unpack_model(blob: bytes) -> Path:
 class _Actor:
     """Loads the model once per actor; serving settings as the driver's run config has them."""
 
-    def __init__(self, model_blob: bytes, serve_image: dict, image_root: str | None, threads: float):
+    def __init__(self, model_blob: bytes, serve: dict, image_root: str | None, threads: float):
         import torch
 
         from ....classifier import CatalogClassifier
@@ -91,7 +91,7 @@ class _Actor:
 
             model_blob = ray.get(model_blob)
         self.clf = CatalogClassifier.load(_unpack_model(model_blob))
-        self.clf.config = self.clf.config.with_overrides(image=serve_image)
+        self.clf.config = self.clf.config.with_overrides(**serve)
         self.image_root = image_root
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -205,9 +205,10 @@ class _Windows:
     @functools.cached_property
     def actor_args(self) -> dict:
         """What every actor is built from; the model is packed and put in the object store once."""
-        image = serve_image(self.cfg)
-        image["cache_dir"] = _local(self.cfg.image.cache_dir)
-        return {"model_blob": self.ray.put(pack_model(Path(self.clf.model_dir_))), "serve_image": image,
+        serve = serving(self.cfg)
+        serve["image"]["cache_dir"] = _local(self.cfg.image.cache_dir)
+        serve["cache"]["base_probas_dir"] = _local(self.cfg.cache.base_probas_dir)
+        return {"model_blob": self.ray.put(pack_model(Path(self.clf.model_dir_))), "serve": serve,
                 "image_root": _local(self.cfg.catalog.image_root), "threads": self.cfg.ray.cpus_per_actor}
 
     @functools.cached_property
