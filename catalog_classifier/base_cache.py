@@ -24,7 +24,7 @@ import numpy as np
 from catalog_classifier import events
 from catalog_classifier.features.container import ItemInputs
 from catalog_classifier.features.embeddings import EmbeddingCache
-from catalog_classifier.io_utils import stat_sha256
+from catalog_classifier.io_utils import folder_sha256s
 
 FILENAME = "base_probas.sqlite"
 _VERSION = "base-probas-v1"  # bump when what a row's key covers changes
@@ -40,9 +40,8 @@ def stack_key(folder: Path, names: list[str], versions: dict) -> str:
     """Identity of the cached models: each one's saved files (content hashes) and the libraries."""
     h = hashlib.sha256(f"{_VERSION}\0{json.dumps(versions, sort_keys=True, default=str)}".encode())
     for name in names:
-        base = folder / "base" / name
-        for f in sorted(q for q in base.rglob("*") if q.is_file()):
-            h.update(f"\0{name}/{f.relative_to(base).as_posix()}\0{stat_sha256(f)}".encode())
+        for rel, sha in folder_sha256s(folder / "base" / name):
+            h.update(f"\0{name}/{rel}\0{sha}".encode())
     return h.hexdigest()
 
 

@@ -200,19 +200,15 @@ class CatalogClassifier:
             X, reasons = self.inputs(items, image_root, progress, embeddings, image_reasons)
             passthrough = self._passthrough(items, X)
         with _stage("predict"):
-            base = self._base_proba(self.stack_, X, "stack")  # one predict.base stage per model
+            # the text models' rows from their content cache for a loaded model version (base_cache.py)
+            base = base_cache.serve(self, self.stack_, X, "stack")  # one predict.base stage per model
             with events.stage("predict.meta"):
                 proba = self.stack_.predict_proba(X, passthrough, base_proba=base)
             ancestors = getattr(self, "ancestors_", [])
             anc_proba = anc.ancestor_proba(ancestors, X, passthrough, [  # one predict.base stage per model
-                self._base_proba(a.stack, X, f"ancestors/depth{a.depth}") for a in ancestors])
+                base_cache.serve(self, a.stack, X, f"ancestors/depth{a.depth}") for a in ancestors])
             proba = anc.refine(proba, ancestors, anc_proba)
         return proba, base, reasons, passthrough, list(zip(ancestors, anc_proba))
-
-    def _base_proba(self, stack: StackedClassifier, X: ItemInputs, folder: str) -> dict[str, np.ndarray]:
-        """``stack.base_proba(X)``; for a model version loaded from its directory, the text models'
-        rows come from the content cache (base_cache.py) when ``cache.base_probas_dir`` is set."""
-        return base_cache.serve(self, stack, X, folder)
 
     def predict(self, items: pd.DataFrame, image_root: str | None = None, progress: bool = False,
                 embeddings: np.ndarray | None = None, image_reasons: list | None = None) -> pd.DataFrame:

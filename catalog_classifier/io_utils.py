@@ -38,6 +38,13 @@ def _stat_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def folder_sha256s(folder: str | Path) -> list[tuple[str, str]]:
+    """(path relative to ``folder`` in POSIX form, ``stat_sha256``) of every file below it, in
+    path order: the content identity of a saved model or a part of one."""
+    folder = Path(folder)
+    return [(f.relative_to(folder).as_posix(), stat_sha256(f)) for f in sorted(folder.rglob("*")) if f.is_file()]
+
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 

@@ -3,6 +3,7 @@ served rows equal computed ones, only new or changed items run through the model
 follows the model's files, and a night served from the cache writes the same rows."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 import numpy as np
@@ -69,8 +70,6 @@ def test_key_follows_the_model_files(depth2_model_dir, trained_model_dir, tmp_pa
     assert key != base_cache.stack_key(trained_model_dir / "stack", names, b.versions_)
     assert key != base_cache.stack_key(depth2_model_dir / "stack", names, {**a.versions_, "scikit-learn": "0"})
     copy = tmp_path / "stack"
-    import shutil
-
     shutil.copytree(depth2_model_dir / "stack", copy)
     assert base_cache.stack_key(copy, names, a.versions_) == key  # content, not the path
     (copy / "base" / "linear_text" / "params.json").write_text('{"params": {}, "tuples": []}')

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Config
-from ...io_utils import LockBusy, atomic_write_json, exclusive_lock, file_sha256, stat_sha256
+from ...io_utils import LockBusy, atomic_write_json, exclusive_lock, file_sha256, folder_sha256s
 
 MANIFEST = "manifest.json"
 LOCK = ".nightly.lock"
@@ -56,8 +56,8 @@ def model_identity(model) -> dict[str, Any]:
     }
     if model_dir is not None and Path(model_dir).is_dir():
         h = hashlib.sha256()
-        for f in sorted(q for q in Path(model_dir).rglob("*") if q.is_file()):
-            h.update(f.relative_to(model_dir).as_posix().encode() + b"\0" + stat_sha256(f).encode())
+        for rel, sha in folder_sha256s(model_dir):
+            h.update(rel.encode() + b"\0" + sha.encode())
         ident["fingerprint"] = h.hexdigest()
     else:  # an in-memory model: its label set and thresholds are the best identity we have
         thr = [None if t == float("inf") else float(t) for t in clf.stack_.thresholds_]

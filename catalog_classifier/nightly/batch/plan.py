@@ -3,7 +3,6 @@ commit of a chunk's rows. An engine only decides where the pending chunks are sc
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +17,10 @@ from .manifest import Identity, NightlyError
 SERVE_IMAGE_KEYS = ("cache_dir", "cache_layout", "device", "batch_size", "runtime", "precision", "export_dir")
 
 
-def serve_image(cfg: Config) -> dict:
-    """Operational image settings (cache dir, device, batch size, runtime) of the run's config."""
-    return {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}
-
-
 def serving(cfg: Config) -> dict[str, dict]:
     """The run config's operational settings a served model takes over (``Config.with_overrides``
-    sections): the image ones and the content caches'."""
-    return {"image": serve_image(cfg), "cache": dataclasses.asdict(cfg.cache)}
+    sections): the image ones (cache dir, device, batch size, runtime) and the content caches'."""
+    return {"image": {k: getattr(cfg.image, k) for k in SERVE_IMAGE_KEYS}, "cache": dataclasses.asdict(cfg.cache)}
 
 
 def model_stamp(ident: Identity) -> dict[str, str | None]:
