@@ -73,6 +73,10 @@ class ImageConfig:
     precision: str = "auto"
     # exported backbones (OpenVINO IR), one folder per weights/size/precision/runtime version
     export_dir: str = ".cache/backbones"
+    # images per OpenVINO call: the graph is compiled for this static batch and larger batches
+    # are run in slices. 1 is fastest on 2 cores (activations stay in cache; no first-call cost
+    # per new batch size, which was ~1.6 s for a dynamic batch of 32): scripts/measure_ov_settings.py
+    openvino_batch: int = 1
     enabled: bool = True
 
     def __post_init__(self):
@@ -82,6 +86,8 @@ class ImageConfig:
             raise ValueError(f"image.backbone must be one of {', '.join(IMAGE_BACKBONES)}, got {self.backbone!r}")
         if self.precision not in IMAGE_PRECISIONS:
             raise ValueError(f"image.precision must be one of {', '.join(IMAGE_PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.openvino_batch, int) or self.openvino_batch < 1:
+            raise ValueError(f"image.openvino_batch must be a whole number >= 1, got {self.openvino_batch!r}")
 
 
 @dataclass

@@ -100,6 +100,18 @@ def test_openvino_fp32_reproduces_torch_features(module, batch):
     assert not np.allclose(low, got[:32], atol=1e-5)  # this CPU has native bf16: the hint took effect
 
 
+def test_openvino_runs_any_batch_in_static_slices(module, batch):
+    one = load_runtime(ImageConfig(device="cpu"), module)
+    four = load_runtime(ImageConfig(device="cpu", openvino_batch=4), module)
+    assert (one.batch, four.batch) == (1, 4)  # compiled for a static batch, not a dynamic one
+    a, b = one(batch[:10]).numpy(), four(batch[:10]).numpy()  # 10 = two slices of 4 and a padded 2
+    assert a.shape == b.shape == (10, 1280)
+    assert _cosine(a, b).min() >= 0.99999
+    assert _cosine(torch_forward(module, batch[:10]).numpy(), b).min() >= 0.99999
+    with pytest.raises(ValueError, match="image.openvino_batch"):
+        Config.from_dict({"image": {"openvino_batch": 0}})
+
+
 def test_torch_runtime_is_the_old_forward(module, batch):
     rt = load_runtime(ImageConfig(device="cpu", runtime="torch"), module)
     assert isinstance(rt, TorchRuntime) and rt.module is module

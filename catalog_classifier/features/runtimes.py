@@ -25,7 +25,8 @@ from torch import nn
 from catalog_classifier.config import ImageConfig
 from catalog_classifier.features.openvino_cpu import cpu_config
 from catalog_classifier.features.backbone import (
-    _arch, file_sha256, input_size, load_backbone, resolve_precision, resolve_runtime, torch_forward,
+    EMBED_DIM, _arch, file_sha256, input_size, load_backbone, resolve_precision, resolve_runtime,
+    torch_forward,
 )
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,29 @@ class TorchRuntime:
 
 
 class OpenVINORuntime:
+    """The compiled IR, for a static batch of ``compiled``'s input shape; any batch is run in
+    slices of that size, the last one padded (image.openvino_batch)."""
+
     name = "openvino"
 
     def __init__(self, compiled, precision: str):
         self.compiled, self.precision = compiled, precision
         self._request = compiled.create_infer_request()
+        self.batch = int(compiled.input(0).get_partial_shape()[0].get_length())
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.float32)
-        # releases the GIL: decode threads keep running. The input is read in place and the
-        # output copied once out of the request's own buffer (the next call overwrites it).
-        out = self._request.infer({0: x}, share_inputs=True, share_outputs=True)
-        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+        n, b = len(x), self.batch
+        out = np.empty((n, EMBED_DIM), dtype=np.float32)
+        for s in range(0, n, b):
+            part = x[s:s + b]
+            if len(part) < b:
+                part = np.concatenate([part, np.zeros((b - len(part), *x.shape[1:]), np.float32)])
+            # releases the GIL: decode threads keep running. The input is read in place and the
+            # output copied out of the request's own buffer (the next call overwrites it).
+            res = self._request.infer({0: part}, share_inputs=True, share_outputs=True)
+            out[s:s + b] = res[0][:min(b, n - s)]
+        return torch.from_numpy(out)
 
 
 def export_identity(cfg: ImageConfig, precision: str) -> dict:
@@ -113,9 +125,15 @@ def ensure_openvino_ir(cfg: ImageConfig, precision: str, module: nn.Module | Non
 
 
 def compile_openvino(cfg: ImageConfig, precision: str, module: nn.Module | None = None):
+    """The IR compiled for a static batch of ``cfg.openvino_batch`` images (a dynamic batch costs
+    a slow first call for every batch size it meets, and large batches run slower on few cores)."""
     import openvino as ov
 
-    return ov.Core().compile_model(ensure_openvino_ir(cfg, precision, module), "CPU", cpu_config(precision))
+    core = ov.Core()
+    graph = core.read_model(ensure_openvino_ir(cfg, precision, module))
+    size = input_size(cfg)
+    graph.reshape([cfg.openvino_batch, 3, size, size])
+    return core.compile_model(graph, "CPU", cpu_config(precision))
 
 
 def load_runtime(cfg: ImageConfig, module: nn.Module | None = None):
