@@ -75,7 +75,7 @@ class ImageConfig:
     export_dir: str = ".cache/backbones"
     # images per OpenVINO call: the graph is compiled for this static batch and larger batches
     # are run in slices. 1 is fastest on 2 cores (activations stay in cache; no first-call cost
-    # per new batch size, which was ~1.6 s for a dynamic batch of 32): scripts/measure_ov_settings.py
+    # per new batch size, which was ~1.75 s for a dynamic batch of 32): scripts/measure_ov_settings.py
     openvino_batch: int = 1
     enabled: bool = True
 

@@ -2,8 +2,8 @@
 
 The product compiles the exported IR for a static batch (``image.openvino_batch``) and runs
 bigger batches in slices. This script puts the candidates side by side: a dynamic batch of 32
-(the product's setting until 2026-12-05) and static batches of 32, 8, 4, 2 and 1, all LATENCY
-hint with ``INFERENCE_NUM_THREADS`` = 2, sync infer. Two figures per setting:
+(the product's setting until 2026-12-05) and static batches of 32, 8, 4, 2 and 1, all with the
+product's compile settings (``cpu_config``: LATENCY hint, torch's thread count, 2 here), sync infer. Two figures per setting:
 
 - first call: a fresh process compiles the graph and times its first and second call; the
   difference is what every nightly process pays once (and a dynamic batch pays again for
@@ -23,8 +23,9 @@ Run 2026-12-05 on the idle 2-core dev machine, 256 images, 5 repeats:
     static 2            81 ms        401  x1.186
     static 1            42 ms        416  x1.228
 
-every setting's features cosine >= 0.9999999 to torch; hence ``openvino_batch: 1``. Earlier runs (2026-12-01, heavy load) found thread, pinning,
-zero-copy and THROUGHPUT/AsyncInferQueue settings at batch 32 all within noise.
+every setting's features cosine >= 0.9999999 to torch; hence ``openvino_batch: 1``. Earlier
+runs (2026-12-01, heavy load) found thread, pinning, zero-copy and THROUGHPUT/AsyncInferQueue
+settings at batch 32 all within noise.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import torch
 from catalog_classifier.config import ImageConfig
 from catalog_classifier.features.backbone import build_transform, load_backbone, torch_forward
 from catalog_classifier.features.images import decode_image
+from catalog_classifier.features.openvino_cpu import cpu_config
 from catalog_classifier.features.runtimes import ensure_openvino_ir
 
 IMAGES = Path(__file__).resolve().parents[1] / "data" / "flipkart1050" / "images"
@@ -52,8 +54,7 @@ def _compiled(core, xml: str, static: int | None):
     m = core.read_model(xml)
     if static:
         m.reshape([static, 3, 224, 224])
-    return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                         "INFERENCE_NUM_THREADS": 2})
+    return core.compile_model(m, "CPU", cpu_config("fp32"))  # the product's own compile settings
 
 
 def _images(n: int) -> np.ndarray:
@@ -66,6 +67,7 @@ def first_call(name: str) -> None:
     """In a fresh process: compile, then the first and the second call of one batch."""
     import openvino as ov
 
+    torch.set_num_threads(2)
     static, size = SETTINGS[name]
     x = _images(2 * size)
     c = _compiled(ov.Core(), ensure_openvino_ir(CFG, "fp32"), static)
