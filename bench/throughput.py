@@ -5,7 +5,8 @@ Each repeat runs, back to back so machine load hits all of them alike:
                  chosen runtime (``image.runtime`` and the char-CNN's ``runtime``, ``auto``: OpenVINO
                  on the CPU)
   limit       -- the chosen runtime's forward pass alone on pre-decoded batches of the product's
-                 batch size (the limit a cold night is measured against), then torch eager's
+                 batch size (the limit a cold night is measured against), right before and right
+                 after the cold night, averaged; then torch eager's
   warm        -- ``run_nightly`` again with the cache the cold run filled
   torch cold, torch warm -- the same two nights with torch eager for the image backbone and the
                  char-CNN (own cache; on ``torch_rows`` rows when set, else the whole catalog)
@@ -157,9 +158,13 @@ def run(spec: dict) -> dict:
             cache = work / f"cache-{r}"
             shutil.rmtree(cache, ignore_errors=True)
             cfg = base.with_overrides(image={"cache_dir": str(cache)}, cache={"base_probas_dir": str(cache)})
+            # the limit is measured right before and right after the cold night and averaged: the
+            # machine's speed drifts within seconds, and one side alone skews the pair's ratio
+            before = cnn_limit(runtime, tensors, base.image.batch_size, device)
             cold = _night(clf, spec["catalog"], cfg, work / f"cold-{r}" / "2000-01-01", timer)
             cold["embeddings_computed"] = len(EmbeddingCache(str(cache), embedder.key))
-            limit = cnn_limit(runtime, tensors, base.image.batch_size, device)
+            after = cnn_limit(runtime, tensors, base.image.batch_size, device)
+            limit = (before + after) / 2
             torch_limit = limit if on_torch else cnn_limit(torch_rt, tensors, base.image.batch_size, device)
             # warm as before the text models' content cache: the images seen, the texts new
             new_texts = cfg.with_overrides(cache={"base_probas_dir": str(work / f"texts-new-{r}")})
@@ -168,6 +173,7 @@ def run(spec: dict) -> dict:
             cnn_s = cold["stage_detail"].get("cnn", 0.0)
             run = {"repeat": r, "cold": cold, "warm": warm, "warm_new_texts": warm_new_texts,
                    "limit_items_per_s": round(limit, 2),
+                   "limit_before_after_items_per_s": [round(before, 2), round(after, 2)],
                    "torch_limit_items_per_s": round(torch_limit, 2),
                    "cold_to_limit": round(cold["items_per_s"] / limit, 3),
                    "warm_over_cold": round(warm["items_per_s"] / cold["items_per_s"], 2),

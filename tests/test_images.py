@@ -18,7 +18,7 @@ from catalog_classifier.features.backbone import (
     EMBED_DIM, build_transform, embed_forward, imagenet_logits, input_size, load_backbone, remap_state_dict,
 )
 from catalog_classifier.features.embeddings import EmbeddingCache, ImageEmbedder
-from catalog_classifier.features.images import load_image
+from catalog_classifier.features.images import decode_image, load_image
 
 DEMO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "flipkart1050" / "images"
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -274,6 +274,24 @@ def test_transparent_png_is_flattened_on_white(tmp_path):
 
 
 # --- (d) decode that keeps up ---------------------------------------------------------------
+
+def test_transform_letterboxes_to_minus_one_one_in_chw_order(demo_files):
+    """The letterbox's pixels, scaled to [-1, 1], channel-first and C-contiguous (the runtime reads
+    it in place); white margins are exactly 1."""
+    img = decode_image(demo_files[3].read_bytes(), 10**8, 224)[0]
+    x = build_transform(224)(img)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32 and x.is_contiguous()
+    w, h = img.size
+    s = 224 / max(w, h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    inner = np.asarray(img.resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32).transpose(2, 0, 1)
+    top, left = (224 - nh) // 2, (224 - nw) // 2
+    np.testing.assert_array_equal(x[:, top:top + nh, left:left + nw].numpy(),
+                                  (inner / np.float32(255) - np.float32(0.5)) / np.float32(0.5))
+    margin = torch.ones_like(x, dtype=torch.bool)
+    margin[:, top:top + nh, left:left + nw] = False
+    assert (nw, nh) != (224, 224) and bool((x[margin] == 1.0).all())
+
 
 def test_large_jpeg_decodes_reduced_with_the_same_features(model, demo_files, tmp_path):
     """The demo photos are <= 320 px, so draft is tested on a 4x upscaled copy of one."""

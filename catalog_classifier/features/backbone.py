@@ -25,6 +25,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -188,18 +189,26 @@ def load_backbone(cfg: ImageConfig) -> nn.Module:
 
 
 def build_transform(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL RGB image -> normalized float tensor [3, S, S] (letterbox on white, [-1, 1])."""
+    """PIL RGB image -> normalized float tensor [3, S, S] (letterbox on white, [-1, 1]), C-contiguous.
+
+    The arithmetic is numpy's, not torch's: it runs in the decode threads, where torch's
+    elementwise ops would start intra-op thread teams that fight the forward pass for the same
+    cores. Same float32 operations in the same order, so the values are bit-identical."""
 
     def transform(img: Image.Image) -> torch.Tensor:
         w, h = img.size
         scale = image_size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = img.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        resized = rgb.resize((nw, nh), Image.Resampling.BICUBIC)
         canvas = Image.new("RGB", (image_size, image_size), (255, 255, 255))
         canvas.paste(resized, ((image_size - nw) // 2, (image_size - nh) // 2))
-        x = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
-        x = x.view(image_size, image_size, 3).permute(2, 0, 1).float().div_(255.0)
-        return x.sub_(MEAN[0]).div_(STD[0])  # mean/std are equal across channels
+        x = np.empty((3, image_size, image_size), dtype=np.float32)
+        x[...] = np.asarray(canvas).transpose(2, 0, 1)
+        x /= np.float32(255.0)
+        x -= np.float32(MEAN[0])  # mean/std are equal across channels
+        x /= np.float32(STD[0])
+        return torch.from_numpy(x)
 
     return transform
 
@@ -223,11 +232,19 @@ def torch_forward(model: nn.Module, batch: torch.Tensor, precision: str | None =
     return feats.float().cpu()
 
 
-def embed_forward(model, batch: torch.Tensor) -> torch.Tensor:
-    """Pooled features from a torch module (device-default precision) or a runtime (runtimes.py)."""
+def embed_forward(model, batch) -> torch.Tensor:
+    """Pooled features from a torch module (device-default precision) or a runtime (runtimes.py).
+
+    ``batch``: a tensor [n, 3, S, S] or a sequence of n [3, S, S] images; a runtime that feeds
+    its graph a few images at a time takes the sequence as it is (no copy into one big tensor)."""
     if isinstance(model, nn.Module):
-        return torch_forward(model, batch)
+        return torch_forward(model, as_batch(batch))
     return model(batch)
+
+
+def as_batch(images) -> torch.Tensor:
+    """One [n, 3, S, S] tensor from a tensor or a sequence of [3, S, S] images."""
+    return images if isinstance(images, torch.Tensor) else torch.stack(list(images))
 
 
 @torch.inference_mode()

@@ -278,9 +278,8 @@ class ImageEmbedder:
         part, run.batch = run.batch, []
         if not part:
             return
-        batch = torch.stack([x for _, _, x in part])
-        with events.stage("image.forward", images=len(part)):
-            feats = embed_forward(self.model, batch).numpy()
+        with events.stage("image.forward", images=len(part)):  # the runtime stacks only if it must
+            feats = embed_forward(self.model, [x for _, _, x in part]).numpy()
         for (i, digest, _), vec in zip(part, feats):
             res.vectors[i], res.ok[i], run.done[digest] = vec, True, i
         res.n_computed += len(part)

@@ -25,7 +25,7 @@ from torch import nn
 from catalog_classifier.config import ImageConfig
 from catalog_classifier.features.openvino_cpu import cpu_config
 from catalog_classifier.features.backbone import (
-    EMBED_DIM, _arch, file_sha256, input_size, load_backbone, resolve_precision, resolve_runtime,
+    EMBED_DIM, _arch, as_batch, file_sha256, input_size, load_backbone, resolve_precision, resolve_runtime,
     torch_forward,
 )
 
@@ -50,8 +50,8 @@ class TorchRuntime:
     def __init__(self, module: nn.Module, precision: str):
         self.module, self.precision = module, precision
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch_forward(self.module, batch, self.precision)
+    def __call__(self, batch) -> torch.Tensor:
+        return torch_forward(self.module, as_batch(batch), self.precision)
 
 
 class OpenVINORuntime:
@@ -65,19 +65,34 @@ class OpenVINORuntime:
         self._request = compiled.create_infer_request()
         self.batch = int(compiled.input(0).get_partial_shape()[0].get_length())
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.numpy() if isinstance(batch, torch.Tensor) else batch, dtype=np.float32)
-        n, b = len(x), self.batch
+    def __call__(self, batch) -> torch.Tensor:
+        """``batch``: a tensor [n, 3, S, S] or a sequence of [3, S, S] images. A sequence is never
+        copied into one big array (each slice is, when the compiled batch is above 1)."""
+        n, b = len(batch), self.batch
         out = np.empty((n, EMBED_DIM), dtype=np.float32)
         for s in range(0, n, b):
-            part = x[s:s + b]
-            if len(part) < b:
-                part = np.concatenate([part, np.zeros((b - len(part), *x.shape[1:]), np.float32)])
+            part = _slice(batch, s, b)
             # releases the GIL: decode threads keep running. The input is read in place and the
             # output copied out of the request's own buffer (the next call overwrites it).
             res = self._request.infer({0: part}, share_inputs=True, share_outputs=True)
             out[s:s + b] = res[0][:min(b, n - s)]
         return torch.from_numpy(out)
+
+
+def _slice(batch, start: int, size: int) -> np.ndarray:
+    """Images start..start+size of a tensor or a sequence as one C-contiguous float32 array of
+    exactly ``size`` images (zero-padded at the end): a view where that needs no copy."""
+    part = batch[start:start + size]
+    if isinstance(part, torch.Tensor):
+        x = part.numpy()
+    elif len(part) == 1:
+        x = np.asarray(part[0])[None]  # a view of the one image
+    else:
+        x = np.stack([np.asarray(t) for t in part])
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if len(x) < size:
+        x = np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), np.float32)])
+    return x
 
 
 def export_identity(cfg: ImageConfig, precision: str) -> dict:
