@@ -295,8 +295,6 @@ def test_transform_letterboxes_to_minus_one_one_in_chw_order(demo_files):
 
 def test_large_jpeg_decodes_reduced_with_the_same_features(model, demo_files, tmp_path):
     """The demo photos are <= 320 px, so draft is tested on a 4x upscaled copy of one."""
-    from catalog_classifier.features.images import decode_image
-
     src = Image.open(demo_files[2]).convert("RGB")
     big = src.resize((src.width * 4, src.height * 4), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
@@ -329,8 +327,6 @@ def test_prefetch_pipeline_matches_chunk_by_chunk_embedding(model, tmp_path):
     np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(got.vectors[70], got.vectors[1])
     transform = build_transform(224)
-    from catalog_classifier.features.images import decode_image
-
     one = embed_forward(model, transform(decode_image(files[40].read_bytes(), 10**8, 224)[0])[None]).numpy()[0]
     np.testing.assert_allclose(got.vectors[40], one, atol=1e-4)
 
