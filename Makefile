@@ -8,6 +8,8 @@ DEMO   := data/flipkart1050/flipkart_com-ecommerce_sample_1050.csv
 DEMO_CFG := data/flipkart1050/catalog.yaml
 NIGHT  ?= out/demo-night
 SHARED ?= ../shared/datasets
+# tests and the benchmark read the shared catalogs from here (`make test SHARED=/path` for a clone elsewhere)
+export CATALOG_CLASSIFIER_DATASETS := $(abspath $(SHARED))
 
 .PHONY: install run test evaluate bench bench-quick clean
 

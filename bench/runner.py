@@ -8,6 +8,7 @@ embeddings into a fresh cache (the later fits reuse them, and say so).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from .worker import ROOT, Spawner
 
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
-SHARED = ROOT.parent / "shared" / "datasets"
+SHARED = Path(os.environ.get("CATALOG_CLASSIFIER_DATASETS") or ROOT.parent / "shared" / "datasets").resolve()
 SECTIONS = ("quality", "throughput", "scaling", "engines", "taxonomy")
 # the keys of section_seconds that together make a full run
 FULL_RUN_SECTIONS = ("quality_and_training", "throughput", "scaling", "engines", "taxonomy")

@@ -9,7 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_IMAGES = ROOT / "data" / "flipkart1050" / "images"
-SHARED = ROOT.parent / "shared" / "datasets"
+# the shared catalogs (BigBasket, ...): ../shared/datasets, or CATALOG_CLASSIFIER_DATASETS (make passes SHARED)
+SHARED = Path(os.environ.get("CATALOG_CLASSIFIER_DATASETS") or ROOT.parent / "shared" / "datasets").resolve()
 
 os.environ.setdefault("CATALOG_CLASSIFIER_THREADS", "2")
 
@@ -17,7 +18,8 @@ os.environ.setdefault("CATALOG_CLASSIFIER_THREADS", "2")
 def require_dataset(path: Path) -> Path:
     """A test that needs a dataset fails loudly, naming it, when it is missing (never skips)."""
     if not path.exists():
-        pytest.fail(f"dataset missing: {path} (the shared datasets live in ../shared/datasets)", pytrace=False)
+        pytest.fail(f"dataset missing: {path} (the shared datasets live in ../shared/datasets; "
+                    "elsewhere: make test SHARED=/path/to/datasets)", pytrace=False)
     return path
 
 
