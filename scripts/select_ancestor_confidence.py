@@ -1,0 +1,97 @@
+"""Nested choice of ``stack.ancestor_confidence`` (the climb's margin) on ``scripts/hier_dump.py`` folds.
+
+Each outer fold's held-out rows are routed as the product routes them (``route_items``: the fold
+model's leaf thresholds, a ``HierarchicalRouter`` fitted on its rule-free calibration rows with
+the candidate margin, and the catalog's rules), once per candidate. Then, per outer fold k, the
+margin is chosen on the *other* folds' held-out rows only (the most items at any depth whose
+pooled hierarchical precision reaches the target; none reaching it: the highest precision) and
+fold k is judged with it. Prints one JSON object: every candidate's pooled figures and the nested
+choice's. Same rule as ``scripts/select_threshold_setting.py`` (BigBasket's shrinkage).
+
+    PYTHONPATH=. .venv/bin/python scripts/select_ancestor_confidence.py /tmp/hier_dump/fk2 \
+        --catalog data/flipkart1050/flipkart_com-ecommerce_sample_1050.csv \
+        --config data/flipkart1050/catalog.yaml --level 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from catalog_classifier.catalog import read_catalog
+from catalog_classifier.catalog.cleaning import title_key
+from catalog_classifier.catalog.schema import CATEGORY_SEP
+from catalog_classifier.classifier import CatalogClassifier, _load_rules, _rules_for
+from catalog_classifier.config import load_config
+from catalog_classifier.evaluation_hier import summary
+from catalog_classifier.routing import route_items
+from stacking import make_folds
+from stacking.hierarchy import HierarchicalRouter
+from stacking.thresholds import batch_ratio, select_for
+
+
+def routed(items, true, fold, dumps, rules, s, conf: float, t: float) -> dict:
+    """Outer fold -> (category, status, true label) of its held-out rows, routed with margin ``conf``."""
+    out = {}
+    for k, z in dumps.items():
+        te = np.flatnonzero(fold == k)
+        labels, cp, cy = list(z["labels"]), z["cal_p"], z["cal_y"]
+        thr = select_for(s, cy, cp, t)
+        router = HierarchicalRouter(t, s.min_support, conf, s.threshold_method, s.risk_delta, CATEGORY_SEP,
+                                    batch_ratio(s, len(cy))).fit(labels, cy, cp, thr)
+        r = route_items(items.iloc[te].reset_index(drop=True), z["test_p"], labels, thr, router, rules)
+        out[k] = (r["category"].to_numpy(dtype=object), r["status"].to_numpy(dtype=object), true[te])
+    return out
+
+
+def pooled(parts: list) -> dict:
+    cat, st, true = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    sm = summary(true, cat, st)
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in sm.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dump")
+    ap.add_argument("--catalog", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--level", type=int, required=True)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.6, 0.7, 0.8, 0.9, 0.95])
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
+    a = ap.parse_args()
+    cfg = load_config(a.config).with_overrides(catalog={"label_depth": a.level})
+    cat = read_catalog(a.catalog, cfg.catalog)
+    labels_s = CatalogClassifier(cfg).labels_for(cat.items)
+    keep = labels_s.notna().to_numpy()
+    items, labels_s = cat.items.loc[keep].reset_index(drop=True), labels_s[keep].reset_index(drop=True)
+    labels = sorted(labels_s.unique())
+    y = labels_s.map({l: i for i, l in enumerate(labels)}).to_numpy()
+    fold = make_folds(y, a.folds, cfg.stack.seed, np.array([title_key(t) for t in items["title"]], dtype=object))
+    rules, _ = _rules_for(_load_rules(cfg.rules.rules_dir), labels)  # as the fold models' fit keeps them
+    dumps = {k: np.load(Path(a.dump) / f"fold{k}.npz", allow_pickle=True) for k in range(a.folds)}
+    true = labels_s.to_numpy(dtype=object)
+    report = {"level": a.level, "config": a.config, "grid": a.grid, "targets": {}}
+    for t in a.targets:
+        runs = {c: routed(items, true, fold, dumps, rules, cfg.stack, c, t) for c in a.grid}
+        chosen, parts = [], []
+        for k in dumps:
+            def key(c):
+                sm = pooled([v for j, v in runs[c].items() if j != k])
+                ok = sm["hierarchical_precision"] is not None and sm["hierarchical_precision"] >= t
+                return (ok, sm["coverage_any_depth"] if ok else (sm["hierarchical_precision"] or 0.0))
+            c = max(a.grid, key=key)
+            chosen.append({"fold": int(k), "ancestor_confidence": c})
+            parts.append(runs[c][k])
+        folds_under = [int(k) for k, p in zip(dumps, parts)
+                       if (pooled([p])["hierarchical_precision"] or 1.0) < t]
+        report["targets"][str(t)] = {
+            "each": [{"ancestor_confidence": c, **pooled(list(runs[c].values()))} for c in a.grid],
+            "nested": {"chosen": chosen, **pooled(parts), "folds_under": folds_under}}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
