@@ -19,6 +19,8 @@ from .worker import ROOT, Spawner
 
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_CFG = ROOT / "data" / "flipkart1050" / "catalog.yaml"
+# the shared catalogs (BigBasket, ...): ../shared/datasets, or CATALOG_CLASSIFIER_DATASETS (make sets it
+# from SHARED); the tests read this too
 SHARED = Path(os.environ.get("CATALOG_CLASSIFIER_DATASETS") or ROOT.parent / "shared" / "datasets").resolve()
 SECTIONS = ("quality", "throughput", "scaling", "engines", "taxonomy")
 # the keys of section_seconds that together make a full run

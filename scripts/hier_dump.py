@@ -28,6 +28,21 @@ from catalog_classifier.config import load_config
 from stacking import make_folds
 
 
+def nested_rows(catalog: str, config: str | None, level: int, folds: int):
+    """(config at ``level``, catalog, labelled items, their label Series, sorted labels, class
+    indices, outer folds): the rows and folds ``evaluate`` uses, shared with the scripts that
+    read this dump so their rows line up with its folds."""
+    cfg = load_config(config).with_overrides(catalog={"label_depth": level})
+    cat = read_catalog(catalog, cfg.catalog)
+    labels_s = CatalogClassifier(cfg).labels_for(cat.items)
+    keep = labels_s.notna().to_numpy()
+    items, labels_s = cat.items.loc[keep].reset_index(drop=True), labels_s[keep].reset_index(drop=True)
+    labels = sorted(labels_s.unique())
+    y = labels_s.map({l: i for i, l in enumerate(labels)}).to_numpy()
+    groups = np.array([title_key(t) for t in items["title"]], dtype=object)
+    return cfg, cat, items, labels_s, labels, y, make_folds(y, folds, cfg.stack.seed, groups)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--catalog", required=True)
@@ -37,18 +52,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--fold", type=int, action="append", help="only these outer folds (repeatable)")
     a = ap.parse_args()
-    cfg = load_config(a.config)
-    cfg = cfg.with_overrides(catalog={"label_depth": a.level})
-    cat = read_catalog(a.catalog, cfg.catalog)
-    probe = CatalogClassifier(cfg)
-    labels_s = probe.labels_for(cat.items)
-    keep = labels_s.notna().to_numpy()
-    items, labels_s = cat.items.loc[keep].reset_index(drop=True), labels_s[keep].reset_index(drop=True)
-    labels = sorted(labels_s.unique())
-    y = labels_s.map({l: i for i, l in enumerate(labels)}).to_numpy()
-    emb, _ = probe.embed_images(items, cat.image_root, progress=False)
-    groups = np.array([title_key(t) for t in items["title"]], dtype=object)
-    fold = make_folds(y, a.folds, cfg.stack.seed, groups)
+    cfg, cat, items, labels_s, labels, y, fold = nested_rows(a.catalog, a.config, a.level, a.folds)
+    emb, _ = CatalogClassifier(cfg).embed_images(items, cat.image_root, progress=False)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for k in a.fold or range(a.folds):

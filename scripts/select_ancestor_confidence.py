@@ -20,16 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog_classifier.catalog import read_catalog
-from catalog_classifier.catalog.cleaning import title_key
 from catalog_classifier.catalog.schema import CATEGORY_SEP
-from catalog_classifier.classifier import CatalogClassifier, _load_rules, _rules_for
-from catalog_classifier.config import load_config
+from catalog_classifier.classifier import _load_rules, _rules_for
 from catalog_classifier.evaluation_hier import summary
 from catalog_classifier.routing import route_items
-from stacking import make_folds
 from stacking.hierarchy import HierarchicalRouter
 from stacking.thresholds import batch_ratio, select_for
+
+from scripts.hier_dump import nested_rows
 
 
 def routed(items, true, fold, dumps, rules, s, conf: float, t: float) -> dict:
@@ -62,14 +60,7 @@ def main() -> None:
     ap.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.6, 0.7, 0.8, 0.9, 0.95])
     ap.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
     a = ap.parse_args()
-    cfg = load_config(a.config).with_overrides(catalog={"label_depth": a.level})
-    cat = read_catalog(a.catalog, cfg.catalog)
-    labels_s = CatalogClassifier(cfg).labels_for(cat.items)
-    keep = labels_s.notna().to_numpy()
-    items, labels_s = cat.items.loc[keep].reset_index(drop=True), labels_s[keep].reset_index(drop=True)
-    labels = sorted(labels_s.unique())
-    y = labels_s.map({l: i for i, l in enumerate(labels)}).to_numpy()
-    fold = make_folds(y, a.folds, cfg.stack.seed, np.array([title_key(t) for t in items["title"]], dtype=object))
+    cfg, _, items, labels_s, labels, _, fold = nested_rows(a.catalog, a.config, a.level, a.folds)
     rules, _ = _rules_for(_load_rules(cfg.rules.rules_dir), labels)  # as the fold models' fit keeps them
     dumps = {k: np.load(Path(a.dump) / f"fold{k}.npz", allow_pickle=True) for k in range(a.folds)}
     true = labels_s.to_numpy(dtype=object)

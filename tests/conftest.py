@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.runner import SHARED  # the shared catalogs: one definition, with the benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CSV = ROOT / "data" / "flipkart1050" / "flipkart_com-ecommerce_sample_1050.csv"
 DEMO_IMAGES = ROOT / "data" / "flipkart1050" / "images"
-# the shared catalogs (BigBasket, ...): ../shared/datasets, or CATALOG_CLASSIFIER_DATASETS (make passes SHARED)
-SHARED = Path(os.environ.get("CATALOG_CLASSIFIER_DATASETS") or ROOT.parent / "shared" / "datasets").resolve()
 
 os.environ.setdefault("CATALOG_CLASSIFIER_THREADS", "2")
 
