@@ -22,6 +22,7 @@ FINE = {
     "image.forward": "cnn",
     "image.load": "model_load",
     "image.cache": "cache",
+    "cache.prune": "cache",  # once a day per cache file: rows idle cache.max_idle_days deleted
     "predict.inputs": "features",  # text normalisation, tabular + sentencepiece features
     "predict.base_cache": "text",  # the text models' content cache: row keys, SQLite reads/writes
     "predict.meta": "lightgbm",  # meta matrix, booster, opinion pool, temperature

@@ -171,7 +171,7 @@ def run(spec: dict) -> dict:
             # machine's speed drifts within seconds, and one side alone skews the pair's ratio
             before = cnn_limit(runtime, batches)
             cold = _night(clf, spec["catalog"], cfg, work / f"cold-{r}" / "2000-01-01", timer)
-            cold["embeddings_computed"] = len(EmbeddingCache(str(cache), embedder.key))
+            cold["embeddings_computed"] = len(EmbeddingCache(str(cache), embedder.key, embedder.embedding_dim))
             after = cnn_limit(runtime, batches)
             limit = (before + after) / 2
             torch_limit = limit if on_torch else cnn_limit(torch_rt, batches)

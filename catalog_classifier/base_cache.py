@@ -3,7 +3,8 @@
 Crawled catalogs repeat most items from one night to the next, and a model version's text
 models give the same probabilities for the same text, title and brand. For a model loaded from
 its directory, every base model that reads no image (``BaseModel.reads``) is served from one
-SQLite table (``features.embeddings.EmbeddingCache``, WAL: several processes share it):
+SQLite table (``features.cache_sqlite.EmbeddingCache``, WAL: several processes share it; rows
+idle ``cache.max_idle_days`` are pruned):
 
     key   (sha256 of those models' saved files + library versions, sha256 of the item's
            normalised text, title and brand)
@@ -23,7 +24,7 @@ import numpy as np
 
 from catalog_classifier import events
 from catalog_classifier.features.container import ItemInputs
-from catalog_classifier.features.embeddings import EmbeddingCache
+from catalog_classifier.features.cache_sqlite import EmbeddingCache
 from catalog_classifier.io_utils import folder_sha256s
 
 FILENAME = "base_probas.sqlite"
@@ -55,9 +56,9 @@ def row_keys(X: ItemInputs) -> list[str]:
 class BaseProbaCache:
     """One stack's cached text models (``names``), keyed by ``key`` (``stack_key``)."""
 
-    def __init__(self, cache_dir: str, key: str, names: list[str], widths: list[int]):
+    def __init__(self, cache_dir: str, key: str, names: list[str], widths: list[int], max_idle_days: int = 0):
         self.names, self.widths = names, widths
-        self.store = EmbeddingCache(cache_dir, key, dim=sum(widths), filename=FILENAME)
+        self.store = EmbeddingCache(cache_dir, key, dim=sum(widths), filename=FILENAME, max_idle_days=max_idle_days)
         self.last_stats = {"hits": 0, "misses": 0}
 
     def base_proba(self, stack, X: ItemInputs) -> dict[str, np.ndarray]:
@@ -89,24 +90,25 @@ class BaseProbaCache:
         return {name: out[name] for name in stack.base_models_}  # the stack's own model order
 
 
-def for_stack(cache_dir: str, stack, folder: Path | None, versions: dict) -> BaseProbaCache | None:
+def for_stack(cache_dir: str, stack, folder: Path | None, versions: dict,
+              max_idle_days: int = 0) -> BaseProbaCache | None:
     """The cache of a stack saved in ``folder`` (None: off, unsaved, or no text model)."""
     names = cached_models(stack)
     if not cache_dir or folder is None or not names or not (folder / "base").is_dir():
         return None
     widths = [len(stack.base_models_[n].classes_) for n in names]
-    return BaseProbaCache(cache_dir, stack_key(folder, names, versions), names, widths)
+    return BaseProbaCache(cache_dir, stack_key(folder, names, versions), names, widths, max_idle_days)
 
 
 def serve(clf, stack, X: ItemInputs, folder: str) -> dict[str, np.ndarray]:
     """``stack.base_proba(X)`` for the stack saved at ``folder`` of ``clf``'s model directory, through
     its cache (opened once per classifier and setting; ``clf.last_base_cache_stats_`` after a use)."""
     caches = clf.__dict__.setdefault("_base_caches", {})
-    setting = clf.config.cache.base_probas_dir
+    setting = (clf.config.cache.base_probas_dir, clf.config.cache.max_idle_days)
     if (folder, setting) not in caches:
         model_dir = getattr(clf, "model_dir_", None)
-        caches[folder, setting] = for_stack(setting, stack, None if model_dir is None else Path(model_dir) / folder,
-                                            getattr(clf, "versions_", {}))
+        caches[folder, setting] = for_stack(setting[0], stack, None if model_dir is None else Path(model_dir) / folder,
+                                            getattr(clf, "versions_", {}), setting[1])
     cache = caches[folder, setting]
     if cache is None:
         return stack.base_proba(X)

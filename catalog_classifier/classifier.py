@@ -56,7 +56,8 @@ class CatalogClassifier:
         """One embedder per image root, kept: the CNN loads once, not once per chunk."""
         cache = self.__dict__.setdefault("_embedders", {})
         c = self.config.image
-        key = (image_root, c.cache_dir, c.cache_layout, c.device, c.batch_size, c.runtime, c.precision, c.export_dir)
+        key = (image_root, c.cache_dir, c.cache_layout, c.device, c.batch_size, c.runtime, c.precision, c.export_dir,
+               self.config.cache.max_idle_days)
         if key not in cache:
             cache[key] = self._new_embedder(image_root)
         return cache[key]
@@ -70,7 +71,7 @@ class CatalogClassifier:
             # serve with exactly the backbone weights this version was trained with
             cfg = type(cfg)(**{**vars(cfg), "weights_path": str(self.model_dir_ / "backbone.pth")})
         return ImageEmbedder(cfg, image_root=image_root, max_bytes=c.catalog.max_image_bytes,
-                             max_pixels=c.catalog.max_image_pixels)
+                             max_pixels=c.catalog.max_image_pixels, max_idle_days=c.cache.max_idle_days)
 
     def embed_images(self, items: pd.DataFrame, image_root: str | None, progress: bool = False):
         """Image embeddings (cached by content hash) and per-row reasons for missing ones."""

@@ -245,6 +245,15 @@ class CacheConfig:
     # the text base models' probabilities per (model files + library versions, the item's text),
     # SQLite (catalog_classifier/base_cache.py); "" = off
     base_probas_dir: str = ".cache/base-probas"
+    # rows of the SQLite content caches (these base-model probabilities and the image
+    # embeddings, image.cache_dir) not read or written for this many days are deleted, once a
+    # day by the first process that opens the file: the catalog's departed items, and every row
+    # of a model version no longer served. 0 keeps everything (the files only grow)
+    max_idle_days: int = 30
+
+    def __post_init__(self):
+        if isinstance(self.max_idle_days, bool) or not isinstance(self.max_idle_days, int) or self.max_idle_days < 0:
+            raise ValueError(f"cache.max_idle_days must be a whole number >= 0, got {self.max_idle_days!r}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ and nothing is allocated, so the calls can stay on hot paths.
 Stage names used by the product (``area.what``): ``fit.inputs``, ``fit.base`` (model=),
 ``fit.stack`` (the whole stack fit, ``fit.base`` nested), ``fit.rules``; ``predict.inputs``,
 ``predict.base`` (model=), ``predict.meta``, ``predict.route``, ``predict.explain``; ``image.embed``,
-``image.load``, ``image.forward``, ``image.cache``; ``nightly.write_part``, ``nightly.merge``,
+``image.load``, ``image.forward``, ``image.cache``; ``cache.prune`` (file=); ``nightly.write_part``, ``nightly.merge``,
 ``nightly.drift``, ``nightly.queue``, ``nightly.report``.
 """
 from __future__ import annotations

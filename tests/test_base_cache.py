@@ -42,7 +42,7 @@ def test_cached_rows_equal_computed_ones(depth2_model_dir, heldout_items, tmp_pa
     pd.testing.assert_frame_equal(warm, want)
     # the leaf stack and the depth-1 ancestor stack each keep their own text models' rows
     assert len(_keys(tmp_path)) == 2
-    assert plain.__dict__["_base_caches"] == {("stack", ""): None, ("ancestors/depth1", ""): None}
+    assert plain.__dict__["_base_caches"] == {("stack", ("", 30)): None, ("ancestors/depth1", ("", 30)): None}
 
 
 def test_only_changed_items_are_recomputed(depth2_model_dir, heldout_items, tmp_path):

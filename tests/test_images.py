@@ -135,12 +135,12 @@ def test_identical_bytes_in_one_call_are_computed_once(model, demo_files, tmp_pa
 
 
 def test_cache_is_shared_and_keyed_by_backbone(tmp_path):
-    a = EmbeddingCache(str(tmp_path), "backbone-a")
-    b = EmbeddingCache(str(tmp_path), "backbone-b")
+    a = EmbeddingCache(str(tmp_path), "backbone-a", EMBED_DIM)
+    b = EmbeddingCache(str(tmp_path), "backbone-b", EMBED_DIM)
     vec = np.arange(EMBED_DIM, dtype=np.float32)
     a.put_many({"d1": vec})
     assert b.get_many(["d1"]) == {}
-    other_reader = EmbeddingCache(str(tmp_path), "backbone-a")
+    other_reader = EmbeddingCache(str(tmp_path), "backbone-a", EMBED_DIM)
     np.testing.assert_array_equal(other_reader.get_many(["d1", "missing"])["d1"], vec)
     assert len(other_reader) == 1
 

@@ -121,6 +121,7 @@ def test_train_and_predict_operator_errors(night_csv, trained_model_dir, tmp_pat
     assert not (tmp_path / "m").exists() and not (tmp_path / "p.parquet").exists()
     for name, text, fragment in (("risk.yaml", "stack:\n  risk_batch: -3\n", "stack.risk_batch"),
                                  ("delta.yaml", "stack:\n  risk_delta: 2\n", "stack.risk_delta"),
+                                 ("idle.yaml", "cache:\n  max_idle_days: -1\n", "cache.max_idle_days"),
                                  ("broken.yaml", "stack: [unclosed\n", "broken.yaml")):
         bad = tmp_path / name
         bad.write_text(text)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -24,93 +22,23 @@ from catalog_classifier.config import CatalogConfig, ImageConfig
 from catalog_classifier.features.backbone import (
     EMBED_DIM, backbone_key, build_transform, embed_forward, input_size,
 )
+from catalog_classifier.features.cache_sqlite import EmbeddingCache
 from catalog_classifier.features.images import CORRUPT, decode_image, read_image_bytes
 from catalog_classifier.features.runtimes import load_runtime
 
 embedding_dim = EMBED_DIM
-_SQL_CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
 
-class EmbeddingCache:
-    """SQLite table (backbone, sha256) -> vector blob of ``dim`` values of ``dtype`` (float32).
-
-    WAL mode: readers never block and are never blocked by a writer, several processes
-    may share one cache directory, and a crash mid-write loses at most the open
-    transaction. Needs a local filesystem (WAL does not work over NFS). ``backbone`` is any
-    key naming what made the vectors (base_cache.py keeps model probabilities in one too).
-    """
-
-    def __init__(self, cache_dir: str, backbone_name: str, dim: int = EMBED_DIM,
-                 filename: str = "embeddings.sqlite", dtype=np.float32):
-        self.path = os.path.join(cache_dir, filename)
-        self.backbone = backbone_name
-        self.dim = dim
-        self.dtype = np.dtype(dtype)
-        os.makedirs(cache_dir, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # never reuse a connection across fork
-            conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings (backbone TEXT NOT NULL, sha256 TEXT NOT NULL,"
-                " vec BLOB NOT NULL, PRIMARY KEY (backbone, sha256)) WITHOUT ROWID"
-            )
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
-
-    def get_many(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
-        keys = list(dict.fromkeys(digests))
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            conn = self._connection()
-            for s in range(0, len(keys), _SQL_CHUNK):
-                part = keys[s:s + _SQL_CHUNK]
-                marks = ",".join("?" * len(part))
-                rows = conn.execute(
-                    f"SELECT sha256, vec FROM embeddings WHERE backbone = ? AND sha256 IN ({marks})",
-                    [self.backbone, *part],
-                )
-                for digest, blob in rows:
-                    if len(blob) == self.dtype.itemsize * self.dim:  # anything else is damage: a miss
-                        found[digest] = np.frombuffer(blob, dtype=self.dtype)
-        return found
-
-    def put_many(self, items: dict[str, np.ndarray]) -> None:
-        if not items:
-            return
-        rows = [(self.backbone, d, np.ascontiguousarray(v, dtype=self.dtype).tobytes()) for d, v in items.items()]
-        with self._lock:
-            conn = self._connection()
-            with conn:  # one transaction
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._connection().execute(
-                "SELECT COUNT(*) FROM embeddings WHERE backbone = ?", [self.backbone]).fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-
-def open_cache(cfg: ImageConfig, key: str):
-    """SQLite on a local path (default); one file per image for ``cache_layout: files`` or a URI."""
+def open_cache(cfg: ImageConfig, key: str, max_idle_days: int = 0):
+    """SQLite on a local path (default; rows idle ``max_idle_days`` are pruned, see ``EmbeddingCache``);
+    one file per image for ``cache_layout: files`` or a URI (never pruned)."""
     from .cache_files import FileEmbeddingCache, is_uri
 
     if cfg.cache_layout == "files" or is_uri(cfg.cache_dir):
         return FileEmbeddingCache(cfg.cache_dir, key, EMBED_DIM)
     if cfg.cache_layout != "sqlite":
         raise ValueError(f"image.cache_layout must be 'sqlite' or 'files', not {cfg.cache_layout!r}")
-    return EmbeddingCache(cfg.cache_dir, key)
+    return EmbeddingCache(cfg.cache_dir, key, EMBED_DIM, max_idle_days=max_idle_days)
 
 
 def default_workers() -> int:
@@ -159,6 +87,7 @@ class ImageEmbedder:
         workers: int | None = None,
         model=None,
         prefetch: int | None = None,
+        max_idle_days: int = 0,
     ):
         self.cfg = cfg
         self.image_root = image_root
@@ -167,7 +96,7 @@ class ImageEmbedder:
         self.workers = workers or default_workers()
         self.prefetch = prefetch or 2 * cfg.batch_size
         self.key = backbone_key(cfg)
-        self.cache = open_cache(cfg, self.key) if cfg.cache_dir else None
+        self.cache = open_cache(cfg, self.key, max_idle_days) if cfg.cache_dir else None
         self._transform = build_transform(input_size(cfg))
         self._given = model
         self._model = None
