@@ -247,7 +247,7 @@ class CacheConfig:
     base_probas_dir: str = ".cache/base-probas"
     # rows of the SQLite content caches (these base-model probabilities and the image
     # embeddings, image.cache_dir) not read or written for this many days are deleted, once a
-    # day by the first process that opens the file: the catalog's departed items, and every row
+    # day at the first use of the file that day: the catalog's departed items, and every row
     # of a model version no longer served. 0 keeps everything (the files only grow)
     max_idle_days: int = 30
 

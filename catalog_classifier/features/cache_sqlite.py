@@ -18,6 +18,7 @@ import numpy as np
 from catalog_classifier import events
 
 _SQL_CHUNK = 500  # stay well under SQLite's bound-parameter limit
+_STAMP = "INSERT OR REPLACE INTO last_used VALUES (?, ?, ?)"  # (key, sha256, day): used on that day
 log = logging.getLogger(__name__)
 
 
@@ -38,9 +39,10 @@ class EmbeddingCache:
     (``last_used``; a read on a day already counted writes nothing). It is apart from the
     vectors because rewriting a row with its blob to change its day wrote the whole blob
     again (27,500 rows: 0.6 s and the vectors' size in WAL). With ``max_idle_days`` > 0 the
-    first connection of a day, in any process sharing the file (a Ray node, a second night),
-    deletes the rows of *every* key not used for that many days: items gone from the catalog,
-    and the rows of model versions no longer served, which a retrain leaves behind whole.
+    first use of a day, in any process sharing the file (a Ray node, a second night, a server
+    running for weeks), deletes the rows of *every* key not used for that many days: items gone
+    from the catalog, and the rows of model versions no longer served, which a retrain leaves
+    behind whole.
     Freed pages are reused by later rows: the file stops growing at its live size (it is not
     shrunk). Rows from before this table count as used on the day it was added.
     """
@@ -52,7 +54,8 @@ class EmbeddingCache:
         self.dim = dim
         self.dtype = np.dtype(dtype)
         self.max_idle_days = max_idle_days
-        self.pruned: int | None = None  # rows this object's connection deleted as idle (None: it did not prune)
+        self.pruned: int | None = None  # rows this object's last pruning deleted (None: it never pruned)
+        self._checked_on = -1  # the day this object last asked whether the file was pruned
         os.makedirs(cache_dir, exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -73,14 +76,14 @@ class EmbeddingCache:
                                  " day INTEGER NOT NULL, PRIMARY KEY (backbone, sha256)) WITHOUT ROWID")
                     conn.execute("INSERT INTO last_used SELECT backbone, sha256, ? FROM embeddings", [today()])
                 conn.execute("CREATE TABLE IF NOT EXISTS cache_meta (name TEXT PRIMARY KEY, value INTEGER)")
-            if self.max_idle_days > 0:
-                self._prune(conn)
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._checked_on = conn, os.getpid(), -1
+        if self.max_idle_days > 0 and self._checked_on != today():
+            self._prune(self._conn)
         return self._conn
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         """Once a day per file: delete every row not used for ``max_idle_days`` days."""
-        day = today()
+        day = self._checked_on = today()
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             last = conn.execute("SELECT value FROM cache_meta WHERE name = 'pruned_on'").fetchone()
@@ -130,13 +133,13 @@ class EmbeddingCache:
             with conn:  # one transaction
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
-                conn.executemany("INSERT OR REPLACE INTO last_used VALUES (?, ?, ?)", [(b, d, day) for b, d, _ in rows])
+                conn.executemany(_STAMP, [(b, d, day) for b, d, _ in rows])
 
     @staticmethod
     def _touch(conn: sqlite3.Connection, rows: list[tuple[str, str, int]]) -> None:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR REPLACE INTO last_used VALUES (?, ?, ?)", rows)
+            conn.executemany(_STAMP, rows)
 
     def __len__(self) -> int:
         with self._lock:
