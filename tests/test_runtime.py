@@ -79,7 +79,7 @@ def test_cache_and_export_keys_carry_the_backbone():
     assert set(BACKBONES) == set(IMAGE_BACKBONES)
 
 
-def test_openvino_fp32_reproduces_torch_features(module, batch):
+def test_openvino_fp32_reproduces_torch_features(module, batch, caplog):
     cfg = ImageConfig(device="cpu")  # the default export folder: exported once, reused by later runs
     ov_rt = load_runtime(cfg, module)
     assert isinstance(ov_rt, OpenVINORuntime)
@@ -97,7 +97,14 @@ def test_openvino_fp32_reproduces_torch_features(module, batch):
     bf16 = load_runtime(ImageConfig(device="cpu", export_dir=cfg.export_dir, precision="bf16"), module)
     low = bf16(batch[:32]).numpy()
     assert _cosine(ref[:32], low).min() >= 0.99
-    assert not np.allclose(low, got[:32], atol=1e-5)  # this CPU has native bf16: the hint took effect
+    import openvino as ov
+
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert not np.allclose(low, got[:32], atol=1e-5)  # native bf16: the hint took effect
+        assert "no bf16 instructions" not in caplog.text
+    else:  # OpenVINO falls back to fp32 on a CPU without bf16, and the product says so
+        np.testing.assert_allclose(low, got[:32], atol=1e-5)
+        assert "no bf16 instructions" in caplog.text
 
 
 def test_openvino_runs_any_batch_in_static_slices(module, batch):
