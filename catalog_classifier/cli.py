@@ -89,7 +89,7 @@ def predict(
         cfg = _config(config, columns=map, image_root=image_root)
         usable_file(out, "--out")
         existing_file(catalog, "--catalog")
-        loaded = load_model(model, cfg.tracking)
+        loaded = load_model(model, cfg.tracking, cfg.cache)
         # the catalog is read with the model's own catalog settings unless overridden here
         read_cfg = loaded.clf.config.with_overrides(catalog={k: v for k, v in {
             "image_root": image_root, "columns": cfg.catalog.columns}.items() if v})

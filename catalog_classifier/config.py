@@ -245,10 +245,13 @@ class CacheConfig:
     # the text base models' probabilities per (model files + library versions, the item's text),
     # SQLite (catalog_classifier/base_cache.py); "" = off
     base_probas_dir: str = ".cache/base-probas"
+    # local copies of the registry's model versions a command loads (catalog_classifier/model_copies.py)
+    models_dir: str = ".cache/models"
     # rows of the SQLite content caches (these base-model probabilities and the image
     # embeddings, image.cache_dir) not read or written for this many days are deleted, once a
     # day at the first use of the file that day: the catalog's departed items, and every row
-    # of a model version no longer served. 0 keeps everything (the files only grow)
+    # of a model version no longer served. Model copies in models_dir not loaded for this many
+    # days go too (never the two loaded last). 0 keeps everything (the files only grow)
     max_idle_days: int = 30
 
     def __post_init__(self):

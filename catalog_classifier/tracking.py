@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrackingConfig
+from . import model_copies
+from .config import CacheConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,9 @@ class LoadedModel:
     source: str
 
 
-def load_model(uri_or_path: str, tc: TrackingConfig, cache_dir: str | Path = ".cache/models") -> LoadedModel:
-    """Load a CatalogClassifier from a directory, ``models:/name@alias``, ``models:/name/N`` or ``runs:/``."""
+def load_model(uri_or_path: str, tc: TrackingConfig, cache: CacheConfig | None = None) -> LoadedModel:
+    """Load a CatalogClassifier from a directory, ``models:/name@alias``, ``models:/name/N`` or
+    ``runs:/``; a registry model through its local copy in ``cache.models_dir`` (model_copies.py)."""
     from .classifier import CatalogClassifier
 
     p = Path(uri_or_path)
@@ -164,18 +166,15 @@ def load_model(uri_or_path: str, tc: TrackingConfig, cache_dir: str | Path = ".c
         raise FileNotFoundError(f"cannot resolve {uri_or_path}: {e.message}") from None
     import hashlib
 
+    cache = cache or CacheConfig()
     # keyed by what the model *is* (run id / source), so another tracking store's "v1" never aliases it
     key = hashlib.sha256(f"{tc.tracking_uri}|{run_id}|{source}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / f"{name or 'model'}-v{version}-{key}"
-    if not (target / "MLmodel").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(target) + f".tmp{os.getpid()}")
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(target)
+    folder = Path(cache.models_dir)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cache.models_dir {str(folder)!r} is not a folder")
+    target = model_copies.fetch(folder / f"{name or 'model'}-v{version}-{key}",
+                                lambda dst: mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+    model_copies.note_use(target)
+    model_copies.sweep(folder, cache.max_idle_days)
     clf = CatalogClassifier.load(_model_dir(target))
     return LoadedModel(clf, name or "catalog-classifier", version, run_id, source)

@@ -23,7 +23,8 @@ from conftest import fast_config
 def tmp_config(tmp_path: Path, **sections):
     return fast_config(tracking={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                                  "artifact_location": str(tmp_path / "mlruns")},
-                       labels={"store": str(tmp_path / "labels.parquet")}, **sections)
+                       labels={"store": str(tmp_path / "labels.parquet")},
+                       cache={"models_dir": str(tmp_path / "cache")}, **sections)
 
 
 def register(cfg, model_dir: Path, metrics: dict, tmp_path: Path, name: str) -> int:
@@ -142,13 +143,13 @@ def test_retrain_does_nothing_when_the_champion_holds_up(champion_with_fresh_lab
     assert rec["version"] == v1 and rec["recorded"] == pytest.approx(0.90) and rec["recorded_key"] == "oof_macro_f1"
 
     healthy = cfg.with_overrides(lifecycle={"floor": 0.5, "tolerance": 0.5})
-    res = retrain(healthy, demo_catalog.items, demo_catalog.image_root, cache_dir=tmp_path / "cache")
+    res = retrain(healthy, demo_catalog.items, demo_catalog.image_root)
     assert (res.decision, res.exit_code) == ("healthy", 0)
     assert "no degradation" in res.message and res.figures["n_fresh"] == 210
     assert res.figures["champion_fresh_score"] > 0.5
 
     few = cfg.with_overrides(lifecycle={"min_fresh_labels": 1000})
-    res = retrain(few, demo_catalog.items, demo_catalog.image_root, cache_dir=tmp_path / "cache")
+    res = retrain(few, demo_catalog.items, demo_catalog.image_root)
     assert (res.decision, res.exit_code) == ("not_enough_labels", 0)
 
     import mlflow
@@ -164,8 +165,7 @@ def test_retrain_keeps_the_champion_and_alerts_when_the_challenger_is_not_better
     # a floor no model reaches forces the challenger; a margin no model reaches keeps the champion
     strict = cfg.with_overrides(lifecycle={"floor": 0.999, "margin": 1.0})
     versions_before = [r["version"] for r in aliases.list_versions(cfg)]
-    res = retrain(strict, demo_catalog.items, demo_catalog.image_root, out_dir=tmp_path / "challenger",
-                  cache_dir=tmp_path / "cache")
+    res = retrain(strict, demo_catalog.items, demo_catalog.image_root, out_dir=tmp_path / "challenger")
     assert (res.decision, res.exit_code) == ("champion_kept", 1)
     f = res.figures
     assert f["n_fresh"] == 210 and 100 <= f["n_holdout"] <= 115

@@ -31,7 +31,7 @@ COMPARED = ("item_id", "row", "status", "reason", "category", "image_issue")
 def served(trained_model_dir, heldout_items, tmp_path_factory):
     """(tracking config, log info, raw request rows, the nightly job's rows for them)."""
     from catalog_classifier.catalog import read_table
-    from catalog_classifier.config import TrackingConfig
+    from catalog_classifier.config import CacheConfig, TrackingConfig
     from catalog_classifier.classifier import CatalogClassifier
     from catalog_classifier.nightly.batch.job import run_nightly
     from catalog_classifier.pyfunc import catalog_example
@@ -51,7 +51,7 @@ def served(trained_model_dir, heldout_items, tmp_path_factory):
     catalog = tmp / "catalog.csv"
     rows.to_csv(catalog, index=False)
 
-    loaded = load_model(f"models:/{MODEL_NAME}/{info['version']}", tc, cache_dir=tmp / "cache")
+    loaded = load_model(f"models:/{MODEL_NAME}/{info['version']}", tc, CacheConfig(models_dir=str(tmp / "cache")))
     cfg = loaded.clf.config.with_overrides(tracking={"enabled": False},
                                            catalog={"image_root": str(DEMO_IMAGES)})
     night = run_nightly(catalog, tmp / "night", loaded, cfg, progress=False, date="2026-12-01")

@@ -255,7 +255,7 @@ def nightly_command(catalog: str | Path, out: str | Path | None = None, model: s
         existing_dir(image_root, "--image-root")
     date = dt.date.today().isoformat()
     out = usable_dir(Path(out) if out else Path(base.nightly.out_dir) / date, "--out")
-    loaded = load_model(str(model), base.tracking)  # the slow part, after the cheap checks
+    loaded = load_model(str(model), base.tracking, base.cache)  # the slow part, after the cheap checks
     if config_path is None:
         d = loaded.clf.config.to_dict()
         d.update({k: base.to_dict()[k] for k in ("tracking", "nightly", "ray", "review_export")})

@@ -89,7 +89,7 @@ def training_labels(clf, catalog_items: pd.DataFrame, store_df: pd.DataFrame) ->
 
 def retrain(cfg: Config, catalog_items: pd.DataFrame, image_root: str | None = None, *,
             store: str | Path | None = None, force: bool = False, out_dir: str | Path | None = None,
-            cache_dir: str | Path = ".cache/models", progress: bool = False, say=print) -> RetrainResult:
+            progress: bool = False, say=print) -> RetrainResult:
     """Judge the champion on fresh labels; train, compare and maybe promote a challenger."""
     from ...classifier import CatalogClassifier
     from ...tracking import load_model
@@ -97,7 +97,7 @@ def retrain(cfg: Config, catalog_items: pd.DataFrame, image_root: str | None = N
     lc, metric = cfg.lifecycle, cfg.lifecycle.metric
     champ = champion_record(cfg)
     v = champ["version"]
-    clf = load_model(f"models:/{cfg.tracking.registered_model}/{v}", cfg.tracking, cache_dir=cache_dir).clf
+    clf = load_model(f"models:/{cfg.tracking.registered_model}/{v}", cfg.tracking, cfg.cache).clf
     store_df = read_store(store or cfg.labels.store)
     items = catalog_items.drop_duplicates("item_id").reset_index(drop=True)
     fresh_items, fresh_labels = labeled_items(store_df, items, since=champ["trained_at"])

@@ -26,7 +26,7 @@ def champion_labels(cfg) -> list[str]:
     from ...config import champion_uri
     from ...tracking import load_model
 
-    return list(load_model(champion_uri(cfg.tracking, cfg.lifecycle), cfg.tracking).clf.labels_)
+    return list(load_model(champion_uri(cfg.tracking, cfg.lifecycle), cfg.tracking, cfg.cache).clf.labels_)
 
 
 def register(app: typer.Typer) -> None:

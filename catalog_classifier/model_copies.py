@@ -1,0 +1,90 @@
+"""Local copies of registry model versions (``cache.models_dir``): fetched whole or not at all,
+and forgotten when nobody has loaded them for ``cache.max_idle_days``.
+
+Every night loads its model from the registry into this folder (about 86 MB a version with
+the image backbone). Before, the folder kept every version ever loaded, and a download that
+failed or was killed left its half-written ``<copy>.tmp<pid>`` folder behind for good.
+
+A copy records its last load in ``.last_used`` (the file's time). At each registry load the
+folder is swept: copies idle ``max_idle_days`` or longer are removed, except the
+``KEEP_RECENT`` most recently loaded (a champion and a challenger never go, however seldom a
+night runs), and ``.tmp<pid>`` folders of processes no longer running on this machine.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+LAST_USED = ".last_used"
+KEEP_RECENT = 2
+# a download folder this recent is left alone even when its process is not found here (the
+# folder may be shared with another machine, where the pid means nothing)
+TMP_GRACE_S = 3600
+_TMP = re.compile(r"\.tmp(\d+)$")
+DAY_S = 86400
+
+
+def fetch(target: Path, download: Callable[[Path], None]) -> Path:
+    """``target``, downloaded by ``download(folder)`` into a private folder first and renamed,
+    so a half-written copy never carries the final name; a failed download leaves nothing."""
+    if (target / "MLmodel").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{target}.tmp{os.getpid()}")
+    try:
+        download(tmp)
+        if not target.exists():
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # lost the race, or failed half-way
+    return target
+
+
+def note_use(copy: Path) -> None:
+    (copy / LAST_USED).touch()
+
+
+def last_used(copy: Path) -> float:
+    """When the copy was last loaded (a copy from before this file existed: when it was written)."""
+    stamp = copy / LAST_USED
+    return (stamp if stamp.exists() else copy).stat().st_mtime
+
+
+def sweep(folder: Path, max_idle_days: int, now: float | None = None) -> list[Path]:
+    """Remove idle copies and dead downloads under ``folder``; returns what was removed.
+    ``max_idle_days`` 0 keeps every copy (dead downloads still go)."""
+    now = time.time() if now is None else now
+    if not folder.is_dir():
+        return []
+    copies, removed = [], []
+    for p in folder.iterdir():
+        m = _TMP.search(p.name)
+        if m and p.is_dir():
+            if not _running(int(m.group(1))) and now - p.stat().st_mtime > TMP_GRACE_S:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        elif (p / "MLmodel").exists():
+            copies.append((last_used(p), p))
+    if max_idle_days:
+        copies.sort(reverse=True)
+        for _, p in copies[KEEP_RECENT:]:
+            if now - last_used(p) >= max_idle_days * DAY_S:  # read again: another process may load it now
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
