@@ -250,8 +250,9 @@ class CacheConfig:
     # rows of the SQLite content caches (these base-model probabilities and the image
     # embeddings, image.cache_dir) not read or written for this many days are deleted, once a
     # day at the first use of the file that day: the catalog's departed items, and every row
-    # of a model version no longer served. Model copies in models_dir not loaded for this many
-    # days go too (never the two loaded last). 0 keeps everything (the files only grow)
+    # of a model version no longer served. So do the image vectors of image.cache_layout: files
+    # (on a filesystem path; an object store's expiry rule does it there) and the model copies in
+    # models_dir (never the two loaded last). 0 keeps everything (the files only grow)
     max_idle_days: int = 30
 
     def __post_init__(self):

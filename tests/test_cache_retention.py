@@ -4,8 +4,10 @@ once a day, a read counts as a use, and a cache written before retention existed
 Idleness is made by dating rows back in the file itself: the product has no clock to set."""
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,46 @@ def test_rows_of_a_model_no_longer_served_are_deleted(trained_model_dir, depth2_
     assert sum(c.store.pruned or 0 for c in clf.__dict__["_base_caches"].values() if c) == len(items) * len(retired)
     assert {k for (k,) in _sql(db, "SELECT DISTINCT backbone FROM embeddings")} == served
     assert {k for (k,) in _sql(db, "SELECT DISTINCT backbone FROM last_used")} == served
+
+
+def test_idle_image_files_are_deleted_and_recomputed(backbone, images, tmp_path):
+    """The file-per-image layout (cache_layout: files, a shared folder) keeps to the same
+    setting: a read sets a file's time, and the first use of a day deletes idle vectors of every
+    key and a killed writer's temp files."""
+    cfg = ImageConfig(device="cpu", cache_dir=str(tmp_path), cache_layout="files")
+    first = ImageEmbedder(cfg, model=backbone, max_idle_days=30).embed(images)
+    files = {p.stem: p for p in tmp_path.rglob("*.f32")}
+    assert set(files) == set(first.digests)
+    for d in first.digests[:2]:  # gone from the catalog a month ago
+        _file_age(files[d], 31)
+    _file_age(files[first.digests[2]], 29)  # still inside the window
+    retired = tmp_path / "0123456789abcdef" / "ab" / ("ab" * 32 + ".f32")  # a backbone no longer served
+    retired.parent.mkdir(parents=True)
+    retired.write_bytes(files[first.digests[0]].read_bytes())
+    _file_age(retired, 31)
+    killed = files[first.digests[3]].parent / ".half.tmp"  # a writer killed mid-write
+    killed.write_bytes(b"\0" * 10)
+    _file_age(killed, 2)
+    (tmp_path / ".pruned_on").unlink()  # today's pruning ran at the first embed
+
+    again = ImageEmbedder(cfg, model=backbone, max_idle_days=30)
+    res = again.embed(images)
+    assert again.cache.pruned == 3 and not retired.exists() and not killed.exists()
+    assert (res.n_computed, res.n_cached) == (2, len(images) - 2)
+    np.testing.assert_allclose(res.vectors, first.vectors, rtol=1e-5, atol=1e-6)
+    assert all(time.time() - files[d].stat().st_mtime < 600 for d in first.digests)  # read or written today
+
+    for d in first.digests:  # idle again, but today's pruning already ran: nothing goes
+        _file_age(files[d], 40)
+    late = ImageEmbedder(cfg, model=backbone, max_idle_days=30)
+    assert late.embed(images).n_cached == len(images) and late.cache.pruned is None
+    off = ImageEmbedder(cfg, model=backbone, max_idle_days=0)  # 0 keeps everything, on any day
+    (tmp_path / ".pruned_on").unlink()
+    for d in first.digests:
+        _file_age(files[d], 40)
+    assert off.embed(images).n_cached == len(images) and off.cache.pruned is None
+
+
+def _file_age(path: Path, days: float) -> None:
+    t = time.time() - days * 86400
+    os.utime(path, (t, t))

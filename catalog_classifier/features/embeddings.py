@@ -31,11 +31,12 @@ embedding_dim = EMBED_DIM
 
 def open_cache(cfg: ImageConfig, key: str, max_idle_days: int = 0):
     """SQLite on a local path (default; rows idle ``max_idle_days`` are pruned, see ``EmbeddingCache``);
-    one file per image for ``cache_layout: files`` or a URI (never pruned)."""
+    one file per image for ``cache_layout: files`` or a URI (pruned alike on a filesystem path, see
+    ``FileEmbeddingCache``; an object store's own expiry rule does it there)."""
     from .cache_files import FileEmbeddingCache, is_uri
 
     if cfg.cache_layout == "files" or is_uri(cfg.cache_dir):
-        return FileEmbeddingCache(cfg.cache_dir, key, EMBED_DIM)
+        return FileEmbeddingCache(cfg.cache_dir, key, EMBED_DIM, max_idle_days=max_idle_days)
     if cfg.cache_layout != "sqlite":
         raise ValueError(f"image.cache_layout must be 'sqlite' or 'files', not {cfg.cache_layout!r}")
     return EmbeddingCache(cfg.cache_dir, key, EMBED_DIM, max_idle_days=max_idle_days)
