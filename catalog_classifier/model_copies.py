@@ -37,8 +37,11 @@ def fetch(target: Path, download: Callable[[Path], None]) -> Path:
     tmp = Path(f"{target}.tmp{os.getpid()}")
     try:
         download(tmp)
-        if not target.exists():
+        try:
             tmp.rename(target)
+        except OSError:  # another process renamed its own download first
+            if not (target / "MLmodel").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # lost the race, or failed half-way
     return target

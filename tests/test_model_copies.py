@@ -110,6 +110,26 @@ def test_a_failed_download_leaves_nothing(store, tmp_path, monkeypatch):
     assert len(_copies(tmp_path / "copies")) == 1
 
 
+def test_two_processes_fetching_one_version_both_load_it(store, tmp_path, monkeypatch):
+    """Another process renames its finished download first: this one's rename fails, and the
+    load goes on with the copy that is there, leaving no temp folder."""
+    import mlflow.artifacts
+
+    tc, (v1, _, _) = store
+    folder = tmp_path / "copies"
+    real = mlflow.artifacts.download_artifacts
+
+    def racing(artifact_uri, dst_path):
+        real(artifact_uri=artifact_uri, dst_path=dst_path)
+        other = dst_path.rsplit(".tmp", 1)[0]  # the other process finishes under the final name
+        real(artifact_uri=artifact_uri, dst_path=other + ".tmp1")
+        os.rename(other + ".tmp1", other)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", racing)
+    assert load_model(f"models:/catalog-classifier/{v1}", tc, CacheConfig(models_dir=str(folder))).version == v1
+    assert len(_copies(folder)) == 1 and ".tmp" not in _copies(folder)[0]
+
+
 def test_models_dir_that_is_a_file_is_one_clear_error(store, tmp_path):
     tc, (v1, _, _) = store
     afile = tmp_path / "afile"
