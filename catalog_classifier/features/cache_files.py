@@ -28,10 +28,10 @@ from typing import Iterable
 import numpy as np
 
 from catalog_classifier import events
+from catalog_classifier.io_utils import atomic_write_text
 
-from .cache_sqlite import today
+from .cache_sqlite import DAY_S, today
 
-DAY_S = 86400
 PRUNED_ON = ".pruned_on"
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,9 @@ class FileEmbeddingCache:
         except (FileNotFoundError, ValueError):
             pass
         with events.stage("cache.prune"):
-            self.pruned = _delete_idle(root, time.time() - self.max_idle_days * DAY_S)
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(day))
-            os.replace(tmp, marker)
+            now = time.time()
+            self.pruned = _delete_idle(root, now - self.max_idle_days * DAY_S, now - DAY_S)
+            atomic_write_text(str(day), marker)
         if self.pruned:
             log.info("%s: deleted %d vectors not used for %d days", root, self.pruned, self.max_idle_days)
 
@@ -121,8 +119,9 @@ def _touch(path: str) -> None:
         pass
 
 
-def _delete_idle(root: str, before: float) -> int:
-    """Delete ``ROOT/<key>/<xx>/*.f32`` last used before ``before`` and a day-old temp files."""
+def _delete_idle(root: str, before: float, tmp_before: float) -> int:
+    """Delete ``ROOT/<key>/<xx>/*.f32`` last used before ``before`` and temp files older than
+    ``tmp_before`` (a killed writer's); returns the vectors deleted."""
     n = 0
     for key in _dirs(root):
         for sub in _dirs(key):
@@ -130,7 +129,7 @@ def _delete_idle(root: str, before: float) -> int:
                 try:
                     mtime = e.stat(follow_symlinks=False).st_mtime
                     if (e.name.endswith(".f32") and mtime < before) or (
-                            e.name.endswith(".tmp") and mtime < time.time() - DAY_S):
+                            e.name.endswith(".tmp") and mtime < tmp_before):
                         os.unlink(e.path)
                         n += e.name.endswith(".f32")
                 except FileNotFoundError:  # another machine pruned it first

@@ -22,9 +22,12 @@ _STAMP = "INSERT OR REPLACE INTO last_used VALUES (?, ?, ?)"  # (key, sha256, da
 log = logging.getLogger(__name__)
 
 
+DAY_S = 86400
+
+
 def today() -> int:
     """The UTC day number (days since 1970-01-01): the unit a cache row's last use is kept in."""
-    return int(time.time() // 86400)
+    return int(time.time() // DAY_S)
 
 
 class EmbeddingCache:
