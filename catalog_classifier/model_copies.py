@@ -1,11 +1,13 @@
-"""Local copies of registry model versions (``cache.models_dir``): fetched whole or not at all,
-and forgotten when nobody has loaded them for ``cache.max_idle_days``.
+"""Local copies of model versions: fetched whole or not at all, and forgotten when nobody has
+loaded them for ``cache.max_idle_days``.
 
-Every night loads its model from the registry into this folder (about 86 MB a version with
-the image backbone). Before, the folder kept every version ever loaded, and a download that
-failed or was killed left its half-written ``<copy>.tmp<pid>`` folder behind for good.
+Two folders hold such copies (about 86 MB a version with the image backbone): the registry
+versions a command loads (``cache.models_dir``, ``tracking.load_model``) and, on every node of
+a Ray night, the model the driver ships to the actors (``nightly/batch/engines/ray.py``,
+under the node's temp folder). Before, both kept every version ever loaded, and a download or
+unpacking that failed or was killed left its half-written folder behind for good.
 
-A copy records its last load in ``.last_used`` (the file's time). At each registry load the
+A copy records its last load in ``.last_used`` (the file's time). At each load the
 folder is swept: copies idle ``max_idle_days`` or longer are removed, except the
 ``KEEP_RECENT`` most recently loaded (a champion and a challenger never go, however seldom a
 night runs), and ``.tmp<pid>`` folders of processes no longer running on this machine.
@@ -26,12 +28,24 @@ KEEP_RECENT = 2
 TMP_GRACE_S = 3600
 _TMP = re.compile(r"\.tmp(\d+)$")
 DAY_S = 86400
+# a registry copy's marker: the MLflow model's descriptor (a folder named like a copy without
+# its marker is not a copy, and is left alone)
+MLMODEL = "MLmodel"
 
 
-def fetch(target: Path, download: Callable[[Path], None]) -> Path:
+def use(target: Path, download: Callable[[Path], None], max_idle_days: int, marker: str = MLMODEL) -> Path:
+    """``target`` (fetched first when missing) with its load recorded, and its folder swept."""
+    fetch(target, download, marker)
+    note_use(target)
+    sweep(target.parent, max_idle_days, marker=marker)
+    return target
+
+
+def fetch(target: Path, download: Callable[[Path], None], marker: str = MLMODEL) -> Path:
     """``target``, downloaded by ``download(folder)`` into a private folder first and renamed,
-    so a half-written copy never carries the final name; a failed download leaves nothing."""
-    if (target / "MLmodel").exists():
+    so a half-written copy never carries the final name; a failed download leaves nothing.
+    ``marker``: the path, inside a copy, that only a whole copy has."""
+    if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{target}.tmp{os.getpid()}")
@@ -40,7 +54,7 @@ def fetch(target: Path, download: Callable[[Path], None]) -> Path:
         try:
             tmp.rename(target)
         except OSError:  # another process renamed its own download first
-            if not (target / "MLmodel").exists():
+            if not (target / marker).exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # lost the race, or failed half-way
@@ -57,7 +71,7 @@ def last_used(copy: Path) -> float:
     return (stamp if stamp.exists() else copy).stat().st_mtime
 
 
-def sweep(folder: Path, max_idle_days: int, now: float | None = None) -> list[Path]:
+def sweep(folder: Path, max_idle_days: int, now: float | None = None, marker: str = MLMODEL) -> list[Path]:
     """Remove idle copies and dead downloads under ``folder``; returns what was removed.
     ``max_idle_days`` 0 keeps every copy (dead downloads still go)."""
     now = time.time() if now is None else now
@@ -70,7 +84,7 @@ def sweep(folder: Path, max_idle_days: int, now: float | None = None) -> list[Pa
             if not _running(int(m.group(1))) and now - p.stat().st_mtime > TMP_GRACE_S:
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
-        elif (p / "MLmodel").exists():
+        elif (p / marker).exists():
             copies.append((last_used(p), p))
     if max_idle_days:
         copies.sort(reverse=True)

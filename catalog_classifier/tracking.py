@@ -172,9 +172,8 @@ def load_model(uri_or_path: str, tc: TrackingConfig, cache: CacheConfig | None =
     folder = Path(cache.models_dir)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"cache.models_dir {str(folder)!r} is not a folder")
-    target = model_copies.fetch(folder / f"{name or 'model'}-v{version}-{key}",
-                                lambda dst: mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
-    model_copies.note_use(target)
-    model_copies.sweep(folder, cache.max_idle_days)
+    target = model_copies.use(folder / f"{name or 'model'}-v{version}-{key}",
+                              lambda dst: mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)),
+                              cache.max_idle_days)
     clf = CatalogClassifier.load(_model_dir(target))
     return LoadedModel(clf, name or "catalog-classifier", version, run_id, source)

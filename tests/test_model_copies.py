@@ -136,3 +136,41 @@ def test_models_dir_that_is_a_file_is_one_clear_error(store, tmp_path):
     afile.write_text("x")
     with pytest.raises(NotADirectoryError, match="cache.models_dir"):
         load_model(f"models:/catalog-classifier/{v1}", tc, CacheConfig(models_dir=str(afile)))
+
+
+def test_ray_nodes_keep_only_the_models_in_use(trained_model_dir, demo_catalog, heldout_items, tmp_path,
+                                                monkeypatch):
+    """A Ray night ships its model to every node, where actors unpack it once per content under
+    the node's temp folder: whole or not at all, and with the registry copies' retention."""
+    import shutil
+    import tempfile
+
+    from catalog_classifier.nightly.batch.engines.ray import _unpack_model, pack_model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))  # this node's temp folder
+    blobs = []
+    for n in range(3):  # three model contents, as three nights after retraining would ship
+        d = tmp_path / f"v{n}" / "model"
+        shutil.copytree(trained_model_dir, d)
+        (d / "night.txt").write_text(str(n))
+        blobs.append(pack_model(d))
+    paths = [_unpack_model(b, 30) for b in blobs]
+    root = tmp_path / "node" / "catalog-classifier-models"
+    copies = [p.parent for p in paths]
+    assert len(set(copies)) == 3 and set(_copies(root)) == {c.name for c in copies}
+    assert all((c / LAST_USED).exists() for c in copies)
+    (paths[0] / "kept.txt").write_text("x")
+    assert _unpack_model(blobs[0], 30) == paths[0] and (paths[0] / "kept.txt").exists()  # not unpacked again
+
+    dead = root / f"{copies[1].name}.tmp{_dead_pid()}"  # an actor killed while unpacking
+    (dead / "model").mkdir(parents=True)
+    _age(dead, 0.1)
+    _age(copies[0] / LAST_USED, 40)
+    _age(copies[1] / LAST_USED, 39)
+    assert _unpack_model(blobs[2], 30) == paths[2]
+    assert set(_copies(root)) == {copies[1].name, copies[2].name}  # the two loaded last stay
+
+    items = heldout_items.head(20)
+    p_copy, _, _ = CatalogClassifier.load(paths[2]).predict_proba(items, demo_catalog.image_root)
+    p_orig, _, _ = CatalogClassifier.load(trained_model_dir).predict_proba(items, demo_catalog.image_root)
+    np.testing.assert_array_equal(p_copy, p_orig)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .... import model_copies
 from ....config import Config
 from ..chunks import assemble_rows, score_items
 from ..commit import ITEM_FIELDS
@@ -39,6 +40,7 @@ from ..plan import ChunkPlan, commit_chunk, model_stamp, plan_chunks, serving
 
 log = logging.getLogger(__name__)
 CHUNK, EMB, IMG_ISSUE = "_chunk", "_embedding", "_image_issue"
+UNPACKED = "model/stack/stack.json"  # in a node's copy of the model: the unpacking finished
 _FORWARD_ENV = ("CATALOG_CLASSIFIER_THREADS", "CATALOG_CLASSIFIER_LOG")
 
 
@@ -58,23 +60,18 @@ def pack_model(model_dir: Path) -> bytes:
     return buf.getvalue()
 
 
-def _unpack_model(blob: bytes) -> Path:
-    """The model folder on this node, unpacked once per model content (actors and nights share it)."""
+def _unpack_model(blob: bytes, max_idle_days: int) -> Path:
+    """The model folder on this node, unpacked once per model content (actors and nights share
+    it); copies no actor has loaded for ``max_idle_days`` go (``model_copies``)."""
     import hashlib
-    import shutil
+
+    def unpack(dst: Path) -> None:
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            tar.extractall(dst, filter="data")
 
     root = Path(tempfile.gettempdir()) / "catalog-classifier-models"
-    final = root / hashlib.sha256(blob).hexdigest()[:24]
-    if not (final / "model" / "stack" / "stack.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
-        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-            tar.extractall(tmp, filter="data")
-        try:
-            tmp.rename(final)  # atomic; another actor may have won the race: use its copy
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final / "model"
+    target = root / hashlib.sha256(blob).hexdigest()[:24]
+    return model_copies.use(target, unpack, max_idle_days, marker=UNPACKED) / "model"
 
 
 class _Actor:
@@ -90,7 +87,7 @@ class _Actor:
             import ray
 
             model_blob = ray.get(model_blob)
-        self.clf = CatalogClassifier.load(_unpack_model(model_blob))
+        self.clf = CatalogClassifier.load(_unpack_model(model_blob, serve["cache"]["max_idle_days"]))
         self.clf.config = self.clf.config.with_overrides(**serve)
         self.image_root = image_root
 
