@@ -23,6 +23,21 @@ def require_dataset(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_model_copies_removed():
+    """Ray actors (tests/test_ray_engine.py, the bench's engines) unpack each test model under
+    this machine's temp folder, where the product keeps copies for cache.max_idle_days; a
+    test session removes the ones it made."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "catalog-classifier-models"
+    before = set(root.iterdir()) if root.is_dir() else set()
+    yield
+    for p in (set(root.iterdir()) if root.is_dir() else set()) - before:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def fast_config(tmp_cache: Path | None = None, **overrides):
     """Small but real settings: 3 folds, 3 char-CNN epochs; same code paths as production."""
     from catalog_classifier.config import load_config

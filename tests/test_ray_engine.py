@@ -24,20 +24,6 @@ from nightly_helpers import night_config, read_predictions, write_csv  # noqa: E
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def unpacked_copies_removed():
-    """The actors unpack each test model under this machine's temp folder, where the product
-    keeps them for cache.max_idle_days; a test run removes the ones it made."""
-    import shutil
-    import tempfile
-
-    root = Path(tempfile.gettempdir()) / "catalog-classifier-models"
-    before = set(root.iterdir()) if root.is_dir() else set()
-    yield
-    for p in (set(root.iterdir()) if root.is_dir() else set()) - before:
-        shutil.rmtree(p, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def model(trained_model_dir):
     return CatalogClassifier.load(trained_model_dir)
