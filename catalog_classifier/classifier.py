@@ -32,7 +32,7 @@ from .config import Config
 from .explain import add_reasons
 from .features.container import ItemInputs
 from .features.tabular import CATEGORICAL, FEATURES, TabularEncoder, norm_key
-from .features.text import item_texts, normalize_text
+from .features.text import catalog_texts, normalize_text
 from .features.tokens import TitleTokenizer
 from .routing import route_items
 from .rules import RuleSet
@@ -91,7 +91,7 @@ class CatalogClassifier:
         """Base-model inputs. ``embeddings`` (with their ``image_reasons``) computed elsewhere,
         e.g. by the Ray engine's CNN actors, are used as they are."""
         max_chars = self.config.catalog.max_text_chars
-        texts = np.array(item_texts(items["title"], items["description"], max_chars), dtype=object)
+        texts = np.array(catalog_texts(items, max_chars, self.config.catalog.spec_keys), dtype=object)
         titles = np.array([normalize_text(t, 512) for t in items["title"]], dtype=object)
         reasons = list(image_reasons) if image_reasons is not None else [None] * len(items)
         if embeddings is None:
@@ -311,8 +311,10 @@ class CatalogClassifier:
             raise ValueError(f"{path} is a model in format {versions.get('format')}; this version reads "
                              f"formats {', '.join(map(str, FORMATS_READ))}: retrain it")
         _check_versions(versions)
-        self = cls(Config.from_dict(json.loads((path / "config.json").read_text())),
-                   RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
+        config = json.loads((path / "config.json").read_text())
+        # a model saved before catalog.spec_keys existed was trained on texts without them
+        config.setdefault("catalog", {}).setdefault("spec_keys", False)
+        self = cls(Config.from_dict(config), RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
         self.model_dir_ = path
         self.stack_ = StackedClassifier.load(path / "stack", allowed=model_registry.classes(),
                                              phase=events.stage)

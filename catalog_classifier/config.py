@@ -34,6 +34,9 @@ class CatalogConfig:
     # categories with fewer items fold into their parent
     min_items_per_category: int = 10
     max_text_chars: int = 4000
+    # the text models also read the attribute names of an item's specs (features/text.py
+    # spec_keys). Models saved before this setting existed read without them (classifier.load)
+    spec_keys: bool = True
     # largest accepted image, in pixels (decompression-bomb guard)
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 20_000_000

@@ -26,7 +26,7 @@ from .config import Config
 from .evaluation_ablation import ablation_records, fold_ablations
 from .features.container import ItemInputs
 from .io_utils import atomic_write
-from .features.text import item_texts
+from .features.text import catalog_texts
 from .models.peers import TfidfLR
 from .models.registry import report_name
 from .reporting import (classification_metrics, plot_confusion_matrix,
@@ -144,7 +144,7 @@ def fill_missing(proba: np.ndarray) -> np.ndarray:
 
 
 def _texts(items: pd.DataFrame, config: Config) -> ItemInputs:
-    texts = item_texts(items["title"], items["description"], config.catalog.max_text_chars)
+    texts = catalog_texts(items, config.catalog.max_text_chars, config.catalog.spec_keys)
     return ItemInputs(np.array(texts, dtype=object), np.array(texts, dtype=object))
 
 

@@ -90,8 +90,15 @@ def test_climb_accepts_the_deepest_clearing_candidate(fitted):
     out = clf.route(items, p)
     model_only = out["rule_id"].isna().to_numpy()
     assert (out["status"] == "accepted_partial").any()
+    at_threshold = 0
     for i in np.flatnonzero(model_only):
         cands = _candidates(clf.hier_, clf.labels_, p[i], thr)
+        if any(abs(prob - t) <= 1e-12 for _, prob, t in cands[1:]):
+            # a row whose own node probability set its depth's threshold: this test's dense sum
+            # and the climb's sparse one may differ in the last bit there, so which side it
+            # falls on is not defined
+            at_threshold += 1
+            continue
         clearing = [k for k, (_, prob, t) in enumerate(cands) if prob >= t]
         row = out.iloc[i]
         if not clearing:
@@ -109,6 +116,8 @@ def test_climb_accepts_the_deepest_clearing_candidate(fitted):
             assert guess is None or _under(guess, name)
             assert guess == next((g for g in (row.model_category, row.top1, row.top2, row.top3)
                                   if _under(g, name)), None)
+    node_thr = clf.hier_.node_thresholds_
+    assert at_threshold <= len(np.unique(node_thr[np.isfinite(node_thr)]))  # the rows that set one, no more
 
 
 def _joint_precision(labels, y, p, leaf_thr, node_thr: dict[int, float], likeliest=None):

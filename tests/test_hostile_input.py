@@ -77,6 +77,11 @@ VALUE_CASES = [
     ("id-empty", "uniq_id", "", ("rej", r"^missing item_id$")),
     ("id-blank", "uniq_id", " \t ", ("rej", r"^missing item_id$")),
     ("price-nul-text", "discounted_price", "Rs.\x00 -\ud83d", OK),
+    ("surrogate-in-specs", "product_specifications", lambda v: v[:40] + "\ud83d" + v[40:], OK),
+    ("specs-cut-short", "product_specifications", lambda v: v[: len(v) // 2], OK),
+    ("specs-formula", "product_specifications", '=HYPERLINK("http://evil.example/x","click")', OK),
+    ("specs-json-too-deep", "product_specifications", "[" * 50_000 + "]" * 50_000, OK),
+    ("specs-huge", "product_specifications", lambda v: v[:-2] + ', {"key"=>"k", "value"=>"v"}' * 20_000 + "]}", OK),
 ]
 FIELD_CASES = NUL_CASES + SURROGATE_CASES + VALUE_CASES
 

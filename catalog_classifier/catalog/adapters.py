@@ -26,7 +26,7 @@ _REGISTRY: dict[str, AdapterFn] = {}
 FLIPKART_COLUMNS = {
     "item_id": "uniq_id", "title": "product_name", "description": "description", "brand": "brand",
     "price": "discounted_price", "url": "product_url", "image": "image",
-    "category": "product_category_tree",
+    "category": "product_category_tree", "specs": "product_specifications",
 }
 BIGBASKET_COLUMNS = {
     "item_id": "index", "title": "product", "brand": "brand", "price": "sale_price",
@@ -161,7 +161,7 @@ def flipkart(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
         "description": _col(df, m["description"]), "brand": _col(df, m["brand"]),
         "price": price, "currency": _const(df, "INR"), "url": _col(df, m["url"]),
         "domain": _col(df, m["url"]).map(domain_from_url), "image": _col(df, m["image"]),
-        "category": _col(df, m["category"]).map(parse_flipkart_tree),
+        "category": _col(df, m["category"]).map(parse_flipkart_tree), "specs": _col(df, m["specs"]),
     }, df.index)
 
 
@@ -179,7 +179,7 @@ def bigbasket(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
             lambda v: None if is_missing(v) else str(v).strip()),
         "price": _col(df, m["price"]), "currency": _const(df, "INR"),
         "domain": _const(df, "bigbasket.com"), "url": _const(df, None), "image": _const(df, None),
-        "category": category,
+        "category": category, "specs": _const(df, ""),
     }, df.index)
 
 

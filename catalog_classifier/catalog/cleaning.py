@@ -1,6 +1,7 @@
 """Value-level cleaning shared by the adapters and the validator."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -56,6 +57,51 @@ def clean_text(v: Any, max_chars: int | None = None) -> str:
         s = s[:max_chars].rstrip()
     return s
 
+
+# Flipkart's product_specifications is a Ruby hash dump: {"key"=>"Type", "value"=>"Analog"}
+_RUBY_PAIR = re.compile(r'"key"\s*=>\s*"((?:[^"\\]|\\.)*)"\s*,\s*"value"\s*=>\s*"((?:[^"\\]|\\.)*)"')
+_LINE_BREAK = re.compile(r"[\r\n]+")
+SPECS_PARSE_CHARS = 200_000  # a crawled attribute list is cut here before it is parsed
+
+
+def clean_specs(v: Any, max_chars: int | None = None) -> str:
+    """An attribute list as crawled -> the canonical ``specs`` text: one ``key: value`` per line,
+    cleaned like any text (``clean_text``) and capped.
+
+    Read: a JSON object ({"Color": "Red"}), a JSON list of {"key": ..., "value": ...} objects,
+    Flipkart's Ruby hash dump ({"key"=>"Color", "value"=>"Red"}), or text already in lines
+    (kept as it is). A key loses its colons and line breaks, a value its line breaks; pairs
+    without a key are dropped. Never raises: anything else is kept as text."""
+    if is_missing(v):
+        return ""
+    s = str(v).strip()[:SPECS_PARSE_CHARS]
+    pairs = None
+    if s[:1] in "{[":
+        try:
+            pairs = _json_pairs(json.loads(s))
+        except (ValueError, RecursionError):
+            pairs = None
+        if pairs is None and "=>" in s:
+            pairs = [(k.replace('\\"', '"'), x.replace('\\"', '"')) for k, x in _RUBY_PAIR.findall(s)]
+    if pairs is None:
+        return clean_text(s, max_chars)
+    lines = []
+    for k, x in pairs:
+        key = _LINE_BREAK.sub(" ", str(k)).replace(":", " ").strip()
+        if key:
+            lines.append(f"{key}: {'' if x is None else _LINE_BREAK.sub(' ', str(x)).strip()}")
+    return clean_text("\n".join(lines), max_chars)
+
+
+def _json_pairs(parsed: Any) -> list[tuple[Any, Any]] | None:
+    if isinstance(parsed, dict):
+        inner = parsed.get("product_specification")  # Flipkart's shape, had it been JSON
+        if isinstance(inner, (list, dict)) and len(parsed) == 1:
+            return _json_pairs(inner if isinstance(inner, list) else [inner])
+        return [(k, x) for k, x in parsed.items() if not isinstance(x, (dict, list))]
+    if isinstance(parsed, list):
+        return [(e.get("key"), e.get("value", "")) for e in parsed if isinstance(e, dict) and e.get("key")]
+    return None
 
 
 def title_key(title: Any) -> str:

@@ -12,6 +12,10 @@
 | url         | str or None  | no       | product page URL                                            |
 | image       | str or None  | no       | image path (relative to the image root) or URI              |
 | category    | str or None  | no       | label: category path joined by " > " (training/eval only)   |
+| specs       | str          | no       | attribute list, one `key: value` per line; "" when absent   |
+
+``specs`` is read from a JSON object, a JSON list of ``{"key", "value"}`` objects, Flipkart's
+``{"key"=>..., "value"=>...}`` dump, or lines already in that form (``cleaning.clean_specs``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ CATEGORY_SEP = " > "
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("item_id", "title")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "description", "brand", "price", "currency", "domain", "url", "image", "category",
+    "description", "brand", "price", "currency", "domain", "url", "image", "category", "specs",
 )
 ITEM_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 # columns of the rejected-rows table: ``lines`` are the physical lines of the record in the

