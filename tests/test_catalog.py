@@ -17,10 +17,12 @@ from catalog_classifier.catalog.adapters import adapt, parse_flipkart_tree
 from catalog_classifier.catalog.schema import CATEGORY_SEP, ITEM_COLUMNS, REJECT_COLUMNS
 from catalog_classifier.config import CatalogConfig, load_config
 
+from conftest import SHARED, require_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 FLIPKART_DIR = REPO / "data" / "flipkart1050"
 FLIPKART_CSV = FLIPKART_DIR / "flipkart_com-ecommerce_sample_1050.csv"
-BIGBASKET_CSV = Path("/work/shared/datasets/bigbasket/BigBasket Products.csv")
+BIGBASKET_CSV = SHARED / "bigbasket" / "BigBasket Products.csv"
 FLIPKART = CatalogConfig(adapter="flipkart")
 
 
@@ -85,9 +87,7 @@ def test_flipkart_category_tree_and_price(fk_raw):
 
 
 def test_bigbasket_all_rows_accounted_for():
-    if not BIGBASKET_CSV.is_file():
-        pytest.skip(f"{BIGBASKET_CSV} not present")
-    raw = read_table(BIGBASKET_CSV)
+    raw = read_table(require_dataset(BIGBASKET_CSV))
     assert len(raw) == 27555
     assert raw.loc[0, "index"] == "1" and raw.loc[0, "brand"] == "Sri Sri Ayurveda "
     cat = read_catalog(BIGBASKET_CSV, CatalogConfig())
