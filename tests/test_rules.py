@@ -9,28 +9,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from catalog_classifier.catalog.cleaning import clean_specs
 from catalog_classifier.rules import RuleError, RuleSet
+
+from conftest import DEMO_CSV, require_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO / "rules"
-CSV_NAME = "flipkart1050/flipkart_com-ecommerce_sample_1050.csv"
-CSV_CANDIDATES = [REPO / "data" / CSV_NAME, REPO / "shared" / "datasets" / CSV_NAME,
-                  REPO.parent / "shared" / "datasets" / CSV_NAME]
 LEVEL1 = ["Baby Care", "Beauty and Personal Care", "Computers", "Home Decor & Festive Needs",
           "Home Furnishing", "Kitchen & Dining", "Watches"]
 
 
 @pytest.fixture(scope="module")
 def items() -> pd.DataFrame:
-    csv = next((p for p in CSV_CANDIDATES if p.exists()), None)
-    if csv is None:
-        pytest.skip("flipkart1050 CSV not found")
-    df = pd.read_csv(csv)
+    df = pd.read_csv(require_dataset(DEMO_CSV))
     return pd.DataFrame({
         "item_id": df["uniq_id"],
         "title": df["product_name"],
         "description": df["description"],
         "brand": df["brand"],
+        "specs": df["product_specifications"].map(clean_specs),  # as the catalog reader cleans them
         "category": df["product_category_tree"].map(lambda s: json.loads(s)[0].split(" >> ")[0]),
     })
 
@@ -149,6 +147,31 @@ rules:
     expected = titled(items, "sticker") & ~titled(items, "bottle")
     assert (fired == expected).all()
     assert titled(items, "sticker").sum() > fired.sum() > 0
+
+
+def test_rules_read_the_attribute_list(items, tmp_path):
+    rs = RuleSet.load(write(tmp_path, r"""
+rules:
+  - id: for-babies-predicted-elsewhere
+    description: the attribute list says it is for babies
+    when:
+      specs: {regex: "ideal for: [^\\n]*\\bbaby"}
+      if_predicted: ["Home Furnishing", "Home Decor & Festive Needs"]
+    action: {review: "for babies"}
+  - id: thread-count
+    description: a thread count is bed linen
+    when: {specs: {any_keywords: ["thread count"]}}
+    action: {category: "Home Furnishing"}
+"""))
+    for_babies = items["specs"].str.lower().str.contains(r"ideal for: [^\n]*\bbaby", regex=True)
+    assert for_babies.sum() == 94 and (items.loc[for_babies, "category"] == "Baby Care").sum() == 91
+    out = rs.apply(items, list(items["category"]))  # the true labels as the guesses
+    babies = out["rule_id"] == "for-babies-predicted-elsewhere"
+    assert (babies == (for_babies & items["category"].isin(["Home Furnishing", "Home Decor & Festive Needs"]))).all()
+    assert babies.sum() == 3
+    names = items["specs"].str.contains(r"^Thread Count:", regex=True, flags=re.M)
+    assert names.sum() > 10 and ((out["rule_id"] == "thread-count") == (names & ~babies)).all()
+    assert not rs.apply(items.drop(columns="specs"), list(items["category"]))["rule_id"].notna().any()
 
 
 def test_regex_brand_and_unicode(tmp_path):

@@ -13,7 +13,7 @@ import yaml
 
 from .matching import keyword_pattern, normalize_text
 
-FIELDS: tuple[str, ...] = ("title", "description", "brand", "domain")
+FIELDS: tuple[str, ...] = ("title", "description", "brand", "domain", "specs")
 MATCHERS: tuple[str, ...] = ("any_keywords", "all_keywords", "none_keywords", "regex")
 RULE_KEYS: tuple[str, ...] = ("id", "description", "priority", "when", "action")
 ACTIONS: tuple[str, ...] = ("category", "review")
