@@ -90,8 +90,7 @@ class CatalogClassifier:
                ) -> tuple[ItemInputs, list]:
         """Base-model inputs. ``embeddings`` (with their ``image_reasons``) computed elsewhere,
         e.g. by the Ray engine's CNN actors, are used as they are."""
-        max_chars = self.config.catalog.max_text_chars
-        texts = np.array(catalog_texts(items, max_chars, self.config.catalog.spec_keys), dtype=object)
+        texts = np.array(catalog_texts(items, self.config.catalog), dtype=object)
         titles = np.array([normalize_text(t, 512) for t in items["title"]], dtype=object)
         reasons = list(image_reasons) if image_reasons is not None else [None] * len(items)
         if embeddings is None:
@@ -312,8 +311,10 @@ class CatalogClassifier:
                              f"formats {', '.join(map(str, FORMATS_READ))}: retrain it")
         _check_versions(versions)
         config = json.loads((path / "config.json").read_text())
-        # a model saved before catalog.spec_keys existed was trained on texts without them
+        # a model saved before catalog.spec_keys / spec_values existed was trained on texts
+        # without them
         config.setdefault("catalog", {}).setdefault("spec_keys", False)
+        config["catalog"].setdefault("spec_values", 0)
         self = cls(Config.from_dict(config), RuleSet.from_dict(json.loads((path / "rules.json").read_text())))
         self.model_dir_ = path
         self.stack_ = StackedClassifier.load(path / "stack", allowed=model_registry.classes(),

@@ -37,6 +37,9 @@ class CatalogConfig:
     # the text models also read the attribute names of an item's specs (features/text.py
     # spec_keys). Models saved before this setting existed read without them (classifier.load)
     spec_keys: bool = True
+    # ... and, after the title, the attributes whose value is at most this many characters long
+    # (features/text.py spec_values; 0: none). Models saved before it read without them
+    spec_values: int = 60
     # largest accepted image, in pixels (decompression-bomb guard)
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 20_000_000
@@ -48,6 +51,9 @@ class CatalogConfig:
         ok = d == "leaf" or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
         if not ok:
             raise ValueError(f"catalog.label_depth must be a whole number >= 1 or \"leaf\", got {d!r}")
+        v = self.spec_values
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"catalog.spec_values must be a whole number >= 0 (0: none), got {v!r}")
 
 
 IMAGE_RUNTIMES = ("auto", "torch", "openvino")

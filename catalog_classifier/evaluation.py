@@ -144,7 +144,7 @@ def fill_missing(proba: np.ndarray) -> np.ndarray:
 
 
 def _texts(items: pd.DataFrame, config: Config) -> ItemInputs:
-    texts = catalog_texts(items, config.catalog.max_text_chars, config.catalog.spec_keys)
+    texts = catalog_texts(items, config.catalog)
     return ItemInputs(np.array(texts, dtype=object), np.array(texts, dtype=object))
 
 

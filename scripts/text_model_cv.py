@@ -1,8 +1,10 @@
 """Out-of-fold accuracy of the text base models alone (not the stack), held-out rows only.
 
-Same grouped, stratified folds as the stack (``stacking.folds.make_folds`` with ``title_key``
-groups), each model through the public estimator API (``models.create`` with the catalog's
-config, ``stacking.oof.out_of_fold_proba``). Prints accuracy, macro-F1 and fit+predict seconds.
+The texts are the product's (``features.text.catalog_texts``, with the attribute names and
+values the catalog settings ask for; ``--catalog-set spec_values=0`` to compare). Same grouped,
+stratified folds as the stack (``stacking.folds.make_folds`` with ``title_key`` groups), each
+model through the public estimator API (``models.create`` with the catalog's config,
+``stacking.oof.out_of_fold_proba``). Prints accuracy, macro-F1 and fit+predict seconds.
 
     .venv/bin/python scripts/text_model_cv.py --config configs/bigbasket.yaml \
         --csv "../shared/datasets/bigbasket/BigBasket Products.csv" --level 2 --rows 8000 \
@@ -29,7 +31,7 @@ from catalog_classifier.catalog.cleaning import title_key  # noqa: E402
 from catalog_classifier.classifier import CatalogClassifier  # noqa: E402
 from catalog_classifier.config import load_config  # noqa: E402
 from catalog_classifier.features.container import ItemInputs  # noqa: E402
-from catalog_classifier.features.text import item_texts  # noqa: E402
+from catalog_classifier.features.text import catalog_texts  # noqa: E402
 from catalog_classifier.models import create  # noqa: E402
 from stacking.folds import make_folds  # noqa: E402
 from stacking.oof import out_of_fold_proba  # noqa: E402
@@ -54,12 +56,15 @@ def main(argv=None) -> None:
     ap.add_argument("--models", default="char_cnn,linear_text")
     ap.add_argument("--set", action="append", default=[], metavar="MODEL.PARAM=VALUE",
                     help="override one model parameter (JSON value), e.g. char_cnn.epochs=3")
+    ap.add_argument("--catalog-set", action="append", default=[], metavar="PARAM=VALUE",
+                    help="override one catalog setting (JSON value), e.g. spec_values=0")
     args = ap.parse_args(argv)
     if os.environ.get("CATALOG_CLASSIFIER_THREADS"):  # be kind to a shared CPU
         torch.set_num_threads(int(os.environ["CATALOG_CLASSIFIER_THREADS"]))
 
     cfg = load_config(ROOT / args.config)
-    cfg.catalog.label_depth = args.level
+    cfg = cfg.with_overrides(catalog={"label_depth": args.level,
+                                      **{k: _value(v) for k, _, v in (c.partition("=") for c in args.catalog_set)}})
     for s in args.set:
         key, _, val = s.partition("=")
         name, _, param = key.partition(".")
@@ -74,7 +79,7 @@ def main(argv=None) -> None:
         items, labels = items.iloc[idx].reset_index(drop=True), labels.iloc[idx].reset_index(drop=True)
     names = sorted(labels.unique())
     y = labels.map({c: i for i, c in enumerate(names)}).to_numpy(dtype=np.int64)
-    texts = np.array(item_texts(items["title"], items["description"], cfg.catalog.max_text_chars), dtype=object)
+    texts = np.array(catalog_texts(items, cfg.catalog), dtype=object)  # as the product reads them
     X = ItemInputs(texts, texts)
     groups = np.array([title_key(t) for t in items["title"]], dtype=object)
     n_folds = args.folds or cfg.stack.n_folds
