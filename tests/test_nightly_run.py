@@ -266,3 +266,16 @@ def test_the_catalog_is_read_once_and_the_queue_shows_its_validated_fields(model
         assert [unescape_cell(v) for v in queue[col]] == want, col
     price = pd.to_numeric(queue["price"].replace("", None)).to_numpy(dtype=float)
     assert np.array_equal(price, items.loc[queue["item_id"], "price"].to_numpy(dtype=float), equal_nan=True)
+    # the attribute list the text models read: whole, or its first whole lines and a "…" line
+    from catalog_classifier.nightly.review.queue import SPEC_CHARS
+    shown = [unescape_cell(v) for v in queue["specs"]]
+    full = items.loc[queue["item_id"], "specs"].fillna("").astype(str).tolist()
+    assert sum(bool(f) for f in full) >= 0.9 * len(full)
+    for got, want in zip(shown, full):
+        if len(want) <= SPEC_CHARS:
+            assert got == want
+        else:
+            head = got.removesuffix("\n…")
+            assert head != got and want.startswith(head) and 0 < len(head) <= SPEC_CHARS
+            first_line = want.split("\n")[0]
+            assert want[len(head)] == "\n" if len(first_line) <= SPEC_CHARS else head == first_line[:len(head)]

@@ -58,7 +58,8 @@ COLUMNS = SCHEMA.names
 # Text as UTF-8 bytes with lone surrogates passed through: validation keeps some (an image name), and
 # the queue must show exactly what was read.
 ITEM_SCHEMA = pa.schema([
-    ("title", pa.binary()), ("description", pa.binary()), ("brand", pa.binary()), ("image", pa.binary()),
+    ("title", pa.binary()), ("description", pa.binary()), ("specs", pa.binary()), ("brand", pa.binary()),
+    ("image", pa.binary()),
     ("domain", pa.binary()), ("url", pa.binary()), ("price", pa.float64()),
 ])
 ITEM_FIELDS = ITEM_SCHEMA.names

@@ -250,8 +250,9 @@ def _ls_image(rel: str | None, root: str, s: ReviewExportConfig) -> str:
 
 
 def item_text(r: dict) -> str:
-    """What a reviewer reads: title, then the (already truncated) description."""
-    parts = [r.get("title"), r.get("description")]
+    """What a reviewer reads: title, then the (already truncated) description and attribute
+    list (``specs``, one ``name: value`` per line: what the text models read too)."""
+    parts = [r.get("title"), r.get("description"), r.get("specs")]
     return "\n\n".join(p for p in parts if isinstance(p, str) and p.strip())
 
 

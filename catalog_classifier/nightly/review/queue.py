@@ -32,10 +32,11 @@ from ...catalog.schema import CATEGORY_SEP
 AUDIT = "audit"
 PARTIAL = "accepted_partial"
 QUEUED = ("review", PARTIAL)  # statuses whose rows are reviewed (a partial row: its refinement)
-ITEM_COLUMNS = ("title", "description", "brand", "image", "domain", "url", "price")
+ITEM_COLUMNS = ("title", "description", "specs", "brand", "image", "domain", "url", "price")
+SPEC_CHARS = 600  # the attribute list a reviewer sees: its first lines, whole ones only
 PASS_COLUMNS = ("rule_id", "image_issue", "model_name", "model_version", "run_id")
 QUEUE_COLUMNS = (
-    "priority", "item_id", "queue_reason", "title", "description", "brand", "image", "domain", "url",
+    "priority", "item_id", "queue_reason", "title", "description", "specs", "brand", "image", "domain", "url",
     "price", "category", "confidence", "margin", "top1", "top1_proba", "top2", "top2_proba", "top3",
     "top3_proba", "status", "known_ancestor", "choices", "model_category", "leaf_confidence", "p_wrong",
     "expected_value", "why", "rule_id", "image_issue", "duplicates", "model_name", "model_version", "run_id",
@@ -142,6 +143,7 @@ def _with_item_columns(pred: pd.DataFrame, items: pd.DataFrame, description_char
         if c not in pred:
             pred[c] = None
     pred["description"] = pred["description"].map(lambda d: _truncate(d, description_chars))
+    pred["specs"] = pred["specs"].map(lambda d: _first_lines(d, SPEC_CHARS))
     for c in ("top1", "top2", "top3", "reason", *PASS_COLUMNS):
         if c not in pred:
             pred[c] = None
@@ -155,6 +157,15 @@ def _truncate(text, n: int):
     if not isinstance(text, str):
         return text
     return text if len(text) <= n else text[: max(0, n - 1)].rstrip() + "…"
+
+
+def _first_lines(text, n: int):
+    """The whole lines of ``text`` that fit in ``n`` characters (the first line cut if it alone
+    does not), "…" on a line of its own when some were left out."""
+    if not isinstance(text, str) or len(text) <= n:
+        return text
+    head = text[:n].rpartition("\n")[0] or text[: max(0, n - 1)]
+    return head.rstrip() + "\n…"
 
 
 def _margin(pred: pd.DataFrame) -> pd.Series:
