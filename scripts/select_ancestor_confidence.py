@@ -8,7 +8,8 @@ pooled hierarchical precision reaches the target; none reaching it: the highest 
 fold k is judged with it. Several levels (one dump per ``--level``): one margin for all of
 them, as the config holds one per catalog (every level's other folds must reach the target;
 then the most items at any depth summed over the levels). Prints one JSON object: every
-candidate's pooled figures per level and the nested choice's. Same rule as ``scripts/select_threshold_setting.py`` (BigBasket's shrinkage).
+candidate's pooled figures per level and the nested choice's. Same rule as
+``scripts/select_threshold_setting.py`` (BigBasket's shrinkage).
 
     PYTHONPATH=. .venv/bin/python scripts/select_ancestor_confidence.py /tmp/hier_dump/fk2 \
         /tmp/hier_dump/fk3 --catalog data/flipkart1050/flipkart_com-ecommerce_sample_1050.csv \

@@ -117,7 +117,8 @@ def test_expected_value_order(night):
     lone = lone.sort_values("status", key=lambda s: s != "review", kind="stable")
     a, b = lone["item_id"].iloc[0], lone["item_id"].iloc[1]
     pred = pred.copy()
-    pred.loc[pred["item_id"].isin([a, b]), ["status", "reason"]] = ["review", "confidence below the category's threshold"]
+    pred.loc[pred["item_id"].isin([a, b]), ["status", "reason"]] = [
+        "review", "confidence below the category's threshold"]
     pred.loc[pred["item_id"] == a, "leaf_confidence"] = 0.6  # p_wrong 0.4, three near-duplicates
     pred.loc[pred["item_id"] == b, "leaf_confidence"] = 0.5  # p_wrong 0.5, alone
     src_p, src_i = pred[pred["item_id"] == a], items[items["item_id"] == a]
