@@ -61,19 +61,30 @@ class Hierarchy:
 
     def depth_candidates(self, proba: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """The climb's candidate at each ancestor depth: per row and depth d (column d - 1), the
-        depth-d node with the highest probability and that probability ([n, D-1]; -1 / NaN: the
-        taxonomy has no node at that depth). Not the leaf guess's own ancestor: when the leaf
-        guess sits under the wrong parent, the likeliest parent is still often certain."""
+        depth-d node with the highest probability and that probability ([n, D-1]; -1 / NaN: no
+        candidate). Not the leaf guess's own ancestor: when the leaf guess sits under the wrong
+        parent, the likeliest parent is still often certain.
+
+        A node less likely than the leaf guess is no candidate. Where every label reaches depth d
+        this never happens (the guess's own depth-d ancestor is at least as likely); in a taxonomy
+        of mixed depth a guess shallower than d has no depth-d ancestor, and the likeliest
+        depth-d node can then hold 1% (the demo's full paths): accepting it would file the item
+        where the model thinks it is not, however much precision budget the other rows leave."""
         n, D = len(proba), max(self.max_depth - 1, 1)
         nodes, prob = np.full((n, D), -1, dtype=np.int64), np.full((n, D), np.nan)
         at = [np.flatnonzero(self.node_depth == d) for d in range(1, D + 1)]
         for s in range(0, n, chunk):
-            block = self.node_proba(np.asarray(proba[s:s + chunk]))
+            rows = np.asarray(proba[s:s + chunk], dtype=np.float64)
+            block = self.node_proba(rows)
+            guess = rows.max(1) - 1e-12  # a one-leaf node's sparse sum may differ in the last bit
             for d, cols in enumerate(at):
                 if len(cols):
                     P = block[:, cols]
                     k = P.argmax(1)
-                    nodes[s:s + chunk, d], prob[s:s + chunk, d] = cols[k], P[np.arange(len(P)), k]
+                    best = P[np.arange(len(P)), k]
+                    ok = best >= guess
+                    nodes[s:s + chunk, d] = np.where(ok, cols[k], -1)
+                    prob[s:s + chunk, d] = np.where(ok, best, np.nan)
         return nodes, prob
 
     def is_under(self, node, true_label: np.ndarray) -> np.ndarray:
