@@ -23,9 +23,13 @@ def test_heldout_accuracy_and_routing(trained_model_dir, heldout_items):
     assert acc > 0.85, acc
     accepted = pred["status"] == "accepted"
     assert 0.5 < accepted.mean() < 1.0
-    # accepted items are more often right than items sent to review
+    # accepted items are right at least as often as items sent to review, and nearly always (this
+    # model is right on every held-out item since it reads the attribute values, so the two can tie)
     ok = pred["category"].to_numpy() == truth
-    assert ok[accepted].mean() > ok[~accepted].mean()
+    assert ok[accepted].mean() >= max(ok[~accepted].mean(), 0.95)
+    # the model's reviews are exactly the rows under their category's threshold
+    model = pred["rule_id"].isna()
+    assert ((pred["leaf_confidence"] < pred["threshold"]) == ~accepted)[model].all()
     assert pred.loc[~accepted, "reason"].notna().all()
     assert (pred["top1_proba"] >= pred["top2_proba"]).all() and (pred["top2_proba"] >= pred["top3_proba"]).all()
 

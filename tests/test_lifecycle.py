@@ -162,8 +162,9 @@ def test_retrain_does_nothing_when_the_champion_holds_up(champion_with_fresh_lab
 def test_retrain_keeps_the_champion_and_alerts_when_the_challenger_is_not_better(
         champion_with_fresh_labels, demo_catalog, tmp_path):
     cfg, v1 = champion_with_fresh_labels
-    # a floor no model reaches forces the challenger; a margin no model reaches keeps the champion
-    strict = cfg.with_overrides(lifecycle={"floor": 0.999, "margin": 1.0})
+    # a floor no score reaches (above 1: the champion now scores 1.0 on these fresh labels) forces
+    # the challenger; a margin no model reaches keeps the champion
+    strict = cfg.with_overrides(lifecycle={"floor": 1.01, "margin": 1.0})
     versions_before = [r["version"] for r in aliases.list_versions(cfg)]
     res = retrain(strict, demo_catalog.items, demo_catalog.image_root, out_dir=tmp_path / "challenger")
     assert (res.decision, res.exit_code) == ("champion_kept", 1)
@@ -171,7 +172,7 @@ def test_retrain_keeps_the_champion_and_alerts_when_the_challenger_is_not_better
     assert f["n_fresh"] == 210 and 100 <= f["n_holdout"] <= 115
     for key in ("champion_holdout_score", "challenger_holdout_score", "champion_fresh_score"):
         assert f"{f[key]:.4f}" in res.message
-    assert res.message.startswith("ALERT") and "floor 0.999" in res.message
+    assert res.message.startswith("ALERT") and "floor 1.01" in res.message
     assert aliases.current_champion(cfg) == v1
     assert [r["version"] for r in aliases.list_versions(cfg)] == versions_before  # loser not registered
     assert (tmp_path / "challenger" / "stack" / "stack.json").exists()
